@@ -1,0 +1,92 @@
+/* cli.c - the qbake command line */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Each command lives in its own module; this table is the only place that lists them. */
+static const cli_command commands[] = {
+	{ NULL, NULL, NULL, NULL },
+};
+
+static const cli_command *find(const char *name)
+{
+	for (const cli_command *c = commands; c->name; c++)
+		if (strcmp(c->name, name) == 0)
+			return c;
+	return NULL;
+}
+
+const char *cli_version(void)
+{
+	return "qbake " QBAKE_VERSION " (" QBAKE_GIT_DESCRIBE ")";
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: qbake COMMAND [ARGS]\n"
+		"\n"
+		"qbake turns a model checkpoint into a reproducible, audited release of quantized\n"
+		"GGUF files.\n"
+		"\n"
+		"commands:\n");
+	for (const cli_command *c = commands; c->name; c++)
+		fprintf(out, "  %-12s %s\n", c->name, c->summary);
+	fprintf(out,
+		"\n"
+		"  qbake help COMMAND   full help for one command\n"
+		"  qbake --version      version and the git commit it was built from\n"
+		"\n"
+		"Exit codes: 0 success, 1 the command failed, 2 usage error or unreadable input;\n"
+		"a command's help lists any others.\n");
+}
+
+int cli_help(const char *name)
+{
+	const cli_command *c = find(name);
+
+	if (!c) {
+		fprintf(stderr, "qbake: no command '%s' (see qbake --help)\n", name);
+		return 2;
+	}
+	fputs(c->help, stdout);
+	return 0;
+}
+
+int cli_main(int argc, char **argv)
+{
+	const cli_command *c;
+
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+		printf("%s\n", cli_version());
+		return 0;
+	}
+	if (strcmp(argv[1], "help") == 0) {
+		if (argc < 3) {
+			usage(stdout);
+			return 0;
+		}
+		return cli_help(argv[2]);
+	}
+	c = find(argv[1]);
+	if (!c) {
+		fprintf(stderr, "qbake: no command '%s' (see qbake --help)\n", argv[1]);
+		return 2;
+	}
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return cli_help(c->name);
+	}
+	return c->main(argc - 1, argv + 1);
+}
