@@ -61,6 +61,8 @@ static const quant_type quant_types[] = {
 	{ GGUF_TYPE_F32, 1, 4, false, f32_rows, f32_dequant },
 	{ GGUF_TYPE_F16, 1, 2, false, f16_rows, f16_dequant },
 	{ GGUF_TYPE_BF16, 1, 2, false, bf16_rows, bf16_dequant },
+	{ GGUF_TYPE_IQ4_NL, 32, 18, true, quant_iq4_nl_rows, quant_iq4_nl_dequant },
+	{ GGUF_TYPE_IQ4_XS, 256, 136, true, quant_iq4_xs_rows, quant_iq4_xs_dequant },
 };
 
 static const quant_type *find(uint32_t type)
