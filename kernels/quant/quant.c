@@ -71,6 +71,8 @@ static const quant_type quant_types[] = {
 	{ GGUF_TYPE_Q4_K, 256, 144, true, quant_q4_k_rows, quant_q4_k_dequant },
 	{ GGUF_TYPE_Q5_K, 256, 176, true, quant_q5_k_rows, quant_q5_k_dequant },
 	{ GGUF_TYPE_Q6_K, 256, 210, true, quant_q6_k_rows, quant_q6_k_dequant },
+	{ GGUF_TYPE_IQ4_NL, 32, 18, true, quant_iq4_nl_rows, quant_iq4_nl_dequant },
+	{ GGUF_TYPE_IQ4_XS, 256, 136, true, quant_iq4_xs_rows, quant_iq4_xs_dequant },
 };
 
 static const quant_type *find(uint32_t type)
