@@ -82,7 +82,7 @@ static void sym_block_plain(const float *x, uint8_t *L, int bits, uint8_t *dp)
 
 	quant_put_f16(dp, d);
 	for (int j = 0; j < QK; j++) {
-		int l = (int8_t)(x[j] * id + ((float)half + 0.5f));
+		int l = (int8_t)quant_trunc_i32(x[j] * id + ((float)half + 0.5f));
 
 		L[j] = (uint8_t)(l < top ? l : top);
 	}
@@ -186,11 +186,11 @@ static void affine_block_plain(const float *x, uint8_t *L, int bits, uint8_t *dp
 		float v = (x[j] - min) * id + 0.5f;
 
 		if (bits == 4) { /* ggml clamps the 4-bit level to 15 ... */
-			int l = (int8_t)v;
+			int l = (int8_t)quant_trunc_i32(v);
 
 			L[j] = (uint8_t)(l < top ? l : top);
 		} else { /* ... and takes the 5-bit one as it comes */
-			L[j] = (uint8_t)v;
+			L[j] = (uint8_t)quant_trunc_i32(v);
 		}
 	}
 }
@@ -290,7 +290,7 @@ void quant_q8_0_rows(const float *src, void *dst, int64_t nrows, int64_t n_per_r
 
 		quant_put_f16(y, d);
 		for (int j = 0; j < QK; j++)
-			y[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
+			y[2 + j] = (uint8_t)quant_trunc_i32(roundf(x[j] * id));
 	}
 }
 

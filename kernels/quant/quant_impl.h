@@ -90,6 +90,17 @@ static inline int quant_nearest_int(float x)
 	return (u.i & 0x007fffff) - 0x00400000;
 }
 
+/* (int)x as x86's cvttss2si computes it, which is what llama.cpp's (int8_t)/(uint8_t) casts
+ * of floats compile to: truncation toward zero, and INT32_MIN for NaN and out-of-range x
+ * (whose low byte is 0). In C such a cast is undefined, so the quantizers go through this.
+ * Only degenerate blocks (denormal scales, 1/d overflowing to Inf) ever reach that case. */
+static inline int32_t quant_trunc_i32(float x)
+{
+	if (!(x > -2147483648.0f && x < 2147483648.0f))
+		return INT32_MIN;
+	return (int32_t)x;
+}
+
 /* Stores x as little-endian fp16 at p (round to nearest even, as GGML_FP32_TO_FP16). */
 static inline void quant_put_f16(uint8_t *p, float x)
 {
