@@ -97,7 +97,7 @@ static void q2_block_ref(const float *x, uint8_t *y)
 		float iscale = 15.f / max_min;
 
 		for (int j = 0; j < QK_K / 16; j++)
-			y[j] |= (uint8_t)(quant_nearest_int(iscale * mins[j]) << 4);
+			y[j] |= (uint8_t)((unsigned)quant_nearest_int(iscale * mins[j]) << 4);
 		quant_put_f16(y + 82, max_min / 15.f);
 	} else {
 		quant_put_f16(y + 82, 0.f);
