@@ -4,8 +4,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "inspect.h"
+
 /* Each command lives in its own module; this table is the only place that lists them. */
 static const cli_command commands[] = {
+	{ "inspect", "describe a GGUF file, a safetensors checkpoint or an HF model folder", inspect_help, inspect_main },
 	{ NULL, NULL, NULL, NULL },
 };
 
