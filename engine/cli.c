@@ -1,11 +1,15 @@
 /* cli.c - the qbake command line */
 #include "cli.h"
 
+#include "cachecmd.h"
+
 #include <stdio.h>
 #include <string.h>
 
 /* Each command lives in its own module; this table is the only place that lists them. */
 static const cli_command commands[] = {
+	{ "cache", "check the build cache: cache verify", cachecmd_cache_help, cachecmd_cache_main },
+	{ "gc", "shrink the build cache", cachecmd_gc_help, cachecmd_gc_main },
 	{ NULL, NULL, NULL, NULL },
 };
 
