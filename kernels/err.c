@@ -55,9 +55,11 @@ int err_prefix(err *e, const char *fmt, ...)
 	len = strlen(e->msg);
 	/* The caller's context goes first; the original message is cut if it must be. */
 	if (len + 2 < sizeof e->msg) {
+		size_t room = sizeof e->msg - len - 3, olen = strlen(old);
+
 		memcpy(e->msg + len, ": ", 2);
-		strncpy(e->msg + len + 2, old, sizeof e->msg - len - 3);
-		e->msg[sizeof e->msg - 1] = 0;
+		memcpy(e->msg + len + 2, old, olen < room ? olen : room);
+		e->msg[len + 2 + (olen < room ? olen : room)] = 0;
 	}
 	return -1;
 }
