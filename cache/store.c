@@ -1255,6 +1255,8 @@ static item *find_item(item *v, size_t n, const uint8_t d[32])
 {
 	item key;
 
+	if (!n)
+		return NULL;
 	memcpy(key.digest, d, 32);
 	return bsearch(&key, v, n, sizeof *v, item_cmp);
 }
@@ -1559,8 +1561,10 @@ static int take_census(store *s, census *c, int verify, store_report *r, err *e)
 	    census_refs(s, c, r, e) < 0)
 		return -1;
 	sweep_stat(s, !verify, r);
-	qsort(c->objs, c->nobjs, sizeof *c->objs, item_cmp);
-	qsort(c->acts, c->nacts, sizeof *c->acts, item_cmp);
+	if (c->nobjs)
+		qsort(c->objs, c->nobjs, sizeof *c->objs, item_cmp);
+	if (c->nacts)
+		qsort(c->acts, c->nacts, sizeof *c->acts, item_cmp);
 	for (size_t i = 0; i < c->nacts; i++) {
 		item *a = &c->acts[i];
 
@@ -1685,7 +1689,8 @@ static int evict_unpinned(store *s, census *c, uint64_t max, store_report *r)
 	for (size_t i = 0; i < c->nacts; i++)
 		if (!c->acts[i].dead && !c->acts[i].pinned)
 			v[n++] = &c->acts[i];
-	qsort(v, n, sizeof *v, used_cmp);
+	if (n)
+		qsort(v, n, sizeof *v, used_cmp);
 	for (size_t i = 0; i < n && (max == STORE_GC_UNREFERENCED || total > max); i++) {
 		if (v[i]->dead)
 			continue;
