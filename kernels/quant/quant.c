@@ -61,6 +61,18 @@ static const quant_type quant_types[] = {
 	{ GGUF_TYPE_F32, 1, 4, false, f32_rows, f32_dequant },
 	{ GGUF_TYPE_F16, 1, 2, false, f16_rows, f16_dequant },
 	{ GGUF_TYPE_BF16, 1, 2, false, bf16_rows, bf16_dequant },
+	{ GGUF_TYPE_Q4_0, 32, 18, true, quant_q4_0_rows, quant_q4_0_dequant },
+	{ GGUF_TYPE_Q4_1, 32, 20, true, quant_q4_1_rows, quant_q4_1_dequant },
+	{ GGUF_TYPE_Q5_0, 32, 22, true, quant_q5_0_rows, quant_q5_0_dequant },
+	{ GGUF_TYPE_Q5_1, 32, 24, true, quant_q5_1_rows, quant_q5_1_dequant },
+	{ GGUF_TYPE_Q8_0, 32, 34, false, quant_q8_0_rows, quant_q8_0_dequant },
+	{ GGUF_TYPE_Q2_K, 256, 84, true, quant_q2_k_rows, quant_q2_k_dequant },
+	{ GGUF_TYPE_Q3_K, 256, 110, true, quant_q3_k_rows, quant_q3_k_dequant },
+	{ GGUF_TYPE_Q4_K, 256, 144, true, quant_q4_k_rows, quant_q4_k_dequant },
+	{ GGUF_TYPE_Q5_K, 256, 176, true, quant_q5_k_rows, quant_q5_k_dequant },
+	{ GGUF_TYPE_Q6_K, 256, 210, true, quant_q6_k_rows, quant_q6_k_dequant },
+	{ GGUF_TYPE_IQ4_NL, 32, 18, true, quant_iq4_nl_rows, quant_iq4_nl_dequant },
+	{ GGUF_TYPE_IQ4_XS, 256, 136, true, quant_iq4_xs_rows, quant_iq4_xs_dequant },
 };
 
 static const quant_type *find(uint32_t type)
