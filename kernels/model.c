@@ -13,6 +13,8 @@
 /* Largest f32 slice of one weight matrix dequantized at a time (floats): bounds the
  * scratch for huge output heads; every matrix of a small model fits whole. */
 #define WBUDGET ((size_t)1 << 25)
+/* Weight rows per GEMM call. */
+#define RBLOCK 128
 /* Query rows per attention block: rows of a block share the causal key range. */
 #define QBLOCK 64
 
@@ -256,19 +258,23 @@ typedef struct mm {
 	float *y;
 	int n, ldy;
 	int64_t r0;  /* first weight row of this pass */
+	int64_t rows; /* weight rows in this pass */
 	float *wbuf; /* dequantized rows r0.. of this pass */
 } mm;
 
+/* Blocks lo..hi of RBLOCK weight rows (the last one shorter): every block is one GEMM
+ * of the same shape whatever the thread count, so the sums come out bit-identical. */
 static void mm_slice(void *p, int64_t lo, int64_t hi)
 {
 	const mm *a = p;
 	int in = (int)a->w->ne[0];
-	float *w = a->wbuf + lo * in;
-	if (hi <= lo)
-		return;
-	dequant_rows(a->w, a->r0 + lo, a->r0 + hi, w);
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->n, (int)(hi - lo), in, 1.0f, a->x, in, w, in,
-		    0.0f, a->y + a->r0 + lo, a->ldy);
+	for (int64_t b = lo; b < hi; b++) {
+		int64_t r = b * RBLOCK, n = a->rows - r < RBLOCK ? a->rows - r : RBLOCK;
+		float *w = a->wbuf + r * in;
+		dequant_rows(a->w, a->r0 + r, a->r0 + r + n, w);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->n, (int)n, in, 1.0f, a->x, in, w, in, 0.0f,
+			    a->y + a->r0 + r, a->ldy);
+	}
 }
 
 /* Workspace of one forward pass. */
@@ -285,9 +291,9 @@ static int matmul(ws *s, const gguf_tensor *w, const gguf_tensor *bias, const fl
 		  err *e)
 {
 	int64_t rows = (int64_t)w->ne[1], in = (int64_t)w->ne[0];
-	int64_t step = (int64_t)(WBUDGET / (size_t)in);
-	if (step < 1)
-		step = 1;
+	int64_t step = (int64_t)(WBUDGET / (size_t)in) / RBLOCK * RBLOCK;
+	if (step < RBLOCK)
+		step = RBLOCK;
 	if (step > rows)
 		step = rows;
 	if ((size_t)(step * in) > s->wcap) {
@@ -302,8 +308,8 @@ static int matmul(ws *s, const gguf_tensor *w, const gguf_tensor *bias, const fl
 		s->on_matmul(s->ctx, w->name, x, n, (int)in);
 	for (int64_t r0 = 0; r0 < rows; r0 += step) {
 		int64_t r1 = r0 + step < rows ? r0 + step : rows;
-		mm a = { w, x, y, n, ldy, r0, s->wbuf };
-		parallel(s->m->n_threads, r1 - r0, mm_slice, &a);
+		mm a = { w, x, y, n, ldy, r0, r1 - r0, s->wbuf };
+		parallel(s->m->n_threads, (r1 - r0 + RBLOCK - 1) / RBLOCK, mm_slice, &a);
 	}
 	if (bias) {
 		float *b = s->wbuf; /* free again: the multiplication is done */
