@@ -4,8 +4,12 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "convert_cmd.h"
+
 /* Each command lives in its own module; this table is the only place that lists them. */
 static const cli_command commands[] = {
+	{ "convert", "Hugging Face checkpoint folder to GGUF (Llama, Mistral, Qwen2)", convert_cmd_help,
+	  convert_cmd_main },
 	{ NULL, NULL, NULL, NULL },
 };
 
