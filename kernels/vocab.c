@@ -329,8 +329,9 @@ static int bpe_tokens(const char *path, json_t *tj, uint32_t vocab_size, toks *t
 {
 	json_t *model = json_object_get(tj, "model"), *vocab = json_object_get(model, "vocab");
 	json_t *added = json_object_get(tj, "added_tokens");
-	const char *k;
+	const char *k = NULL;
 	json_t *v;
+	json_int_t id = 0;
 	size_t i;
 
 	if (!json_is_object(vocab))
@@ -339,8 +340,7 @@ static int bpe_tokens(const char *path, json_t *tj, uint32_t vocab_size, toks *t
 	if (toks_init(t, vocab_size, 0.0f))
 		goto oom;
 	json_object_foreach(vocab, k, v) {
-		json_int_t id = json_integer_value(v);
-
+		id = json_integer_value(v);
 		if (!json_is_integer(v) || id < 0)
 			goto badid;
 		if (id >= (json_int_t)vocab_size)
@@ -351,8 +351,9 @@ static int bpe_tokens(const char *path, json_t *tj, uint32_t vocab_size, toks *t
 	json_array_foreach(added, i, v) {
 		const char *content = json_string_value(json_object_get(v, "content"));
 		json_t *jid = json_object_get(v, "id");
-		json_int_t id = json_integer_value(jid);
 
+		id = json_integer_value(jid);
+		k = content;
 		if (!content || !json_is_integer(jid) || id < 0)
 			goto badid;
 		if (id >= (json_int_t)vocab_size)
@@ -366,8 +367,8 @@ badid:
 	return err_set(e, "%s: token %s has a bad id", path, k ? k : "?");
 big:
 	toks_free(t);
-	return err_set(e, "%s: token id %lld is not below config.json vocab_size %u", path,
-		       (long long)json_integer_value(v), vocab_size);
+	return err_set(e, "%s: token id %lld (%s) is not below config.json vocab_size %u", path, (long long)id,
+		       k, vocab_size);
 oom:
 	toks_free(t);
 	return err_set(e, "%s: out of memory", path);
