@@ -228,7 +228,7 @@ static void test_golden(void)
 				const char *sl = gguf_meta_get_str(&g.meta, "general.size_label");
 
 				CHECK(n && !strcmp(n, "Model"), "default general.name %s", n ? n : "(none)");
-				/* 8,437,760 parameters: gguf-py's label is 8.4M */
+				/* 8,392,960 parameters: gguf-py's label is 8.4M */
 				CHECK(sl && !strcmp(sl, "8.4M"), "default size_label %s", sl ? sl : "(none)");
 				CHECK(!gguf_meta_find(&g.meta, "general.basename"), "no basename without a name");
 				gguf_close(&g);
