@@ -4,8 +4,12 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "quantize_cmd.h"
+
 /* Each command lives in its own module; this table is the only place that lists them. */
 static const cli_command commands[] = {
+	{ "quantize", "quantize an F16/BF16/F32 GGUF to a tier, bit-identical to llama-quantize", quantize_cmd_help,
+	  quantize_cmd_main },
 	{ NULL, NULL, NULL, NULL },
 };
 
