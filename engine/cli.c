@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cachecmd.h"
+#include "evalcmd.h"
 #include "inspect.h"
 
 /* Each command lives in its own module; this table is the only place that lists them. */
@@ -12,6 +13,8 @@ static const cli_command commands[] = {
 	{ "inspect", "describe a GGUF file, a safetensors checkpoint or an HF model folder", inspect_help, inspect_main },
 	{ "cache", "check the build cache: cache verify", cachecmd_cache_help, cachecmd_cache_main },
 	{ "gc", "shrink the build cache", cachecmd_gc_help, cachecmd_gc_main },
+	{ "perplexity", "measure a model's perplexity on a text (llama-perplexity's method)", evalcmd_perplexity_help, evalcmd_perplexity_main },
+	{ "generate", "greedy continuation of a prompt, for smoke tests", evalcmd_generate_help, evalcmd_generate_main },
 	{ NULL, NULL, NULL, NULL },
 };
 
