@@ -4,8 +4,14 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cachecmd.h"
+#include "inspect.h"
+
 /* Each command lives in its own module; this table is the only place that lists them. */
 static const cli_command commands[] = {
+	{ "inspect", "describe a GGUF file, a safetensors checkpoint or an HF model folder", inspect_help, inspect_main },
+	{ "cache", "check the build cache: cache verify", cachecmd_cache_help, cachecmd_cache_main },
+	{ "gc", "shrink the build cache", cachecmd_gc_help, cachecmd_gc_main },
 	{ NULL, NULL, NULL, NULL },
 };
 

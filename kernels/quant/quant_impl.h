@@ -2,7 +2,10 @@
 #ifndef QBAKE_QUANT_IMPL_H
 #define QBAKE_QUANT_IMPL_H
 
+#include <stdbool.h>
 #include <stdint.h>
+
+#include "half.h"
 
 /*
  * Every block type T has two functions here, implemented in its own file:
@@ -58,6 +61,25 @@ void quant_iq4_xs_dequant(const void *src, float *dst, int64_t n);
 
 /* ---- shared helpers ---- */
 
+/* search.c: the scale searches of ggml's k-quants, same float operations in the same order.
+ * L receives levels already offset to be non-negative; each returns the block scale. */
+
+/* Symmetric levels in [0, 2*nmax) for x ~ (L - nmax) * scale: rmse_type 0 is a plain
+ * rounding, 1 a search over 18 nearby scales weighted by qw (or x^2 when qw is NULL). */
+float quant_make_qx(int n, int nmax, const float *x, int8_t *L, int rmse_type, const float *qw);
+/* Symmetric 3-bit style levels with an iterative per-element refinement (do_rmse). */
+float quant_make_q3(int n, int nmax, const float *x, int8_t *L, bool do_rmse);
+/* Affine levels in [0, nmax] for x ~ L * scale - *the_min, searching nstep+1 scales from
+ * (nmax + rmin) / range in rdelta steps; weights must not be NULL. */
+float quant_make_qkx2(int n, int nmax, const float *x, const float *weights, uint8_t *L,
+		      float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad);
+/* The imatrix variant of make_qkx2 (weights NULL means x^2). */
+float quant_make_qkx3(int n, int nmax, const float *x, const float *weights, uint8_t *L,
+		      float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad);
+/* Non-negative levels in [0, nmax] for the non-negative x (sub-block scales and mins),
+ * weighted by quant_weights. */
+float quant_make_qp(int n, int nmax, const float *x, uint8_t *L, const float *quant_weights);
+
 /* x rounded to the nearest integer, ties to even, for |x| < 2^22: ggml's float-add trick
  * (adding 1.5 * 2^23 leaves the rounded integer in the low mantissa bits). */
 static inline int quant_nearest_int(float x)
@@ -66,6 +88,32 @@ static inline int quant_nearest_int(float x)
 
 	u.f = x + 12582912.0f;
 	return (u.i & 0x007fffff) - 0x00400000;
+}
+
+/* (int)x as x86's cvttss2si computes it, which is what llama.cpp's (int8_t)/(uint8_t) casts
+ * of floats compile to: truncation toward zero, and INT32_MIN for NaN and out-of-range x
+ * (whose low byte is 0). In C such a cast is undefined, so the quantizers go through this.
+ * Only degenerate blocks (denormal scales, 1/d overflowing to Inf) ever reach that case. */
+static inline int32_t quant_trunc_i32(float x)
+{
+	if (!(x > -2147483648.0f && x < 2147483648.0f))
+		return INT32_MIN;
+	return (int32_t)x;
+}
+
+/* Stores x as little-endian fp16 at p (round to nearest even, as GGML_FP32_TO_FP16). */
+static inline void quant_put_f16(uint8_t *p, float x)
+{
+	uint16_t h = half_from_f32(x);
+
+	p[0] = (uint8_t)h;
+	p[1] = (uint8_t)(h >> 8);
+}
+
+/* The float of the little-endian fp16 at p. */
+static inline float quant_get_f16(const uint8_t *p)
+{
+	return half_to_f32((uint16_t)(p[0] | p[1] << 8));
 }
 
 #endif
