@@ -4,11 +4,14 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "build.h"
 #include "cachecmd.h"
 #include "inspect.h"
 
 /* Each command lives in its own module; this table is the only place that lists them. */
 static const cli_command commands[] = {
+	{ "build", "build a recipe's release, rebuilding only what changed", build_help, build_main },
+	{ "plan", "show what a build would do, and why, without doing it", plan_help, plan_main },
 	{ "inspect", "describe a GGUF file, a safetensors checkpoint or an HF model folder", inspect_help, inspect_main },
 	{ "cache", "check the build cache: cache verify", cachecmd_cache_help, cachecmd_cache_main },
 	{ "gc", "shrink the build cache", cachecmd_gc_help, cachecmd_gc_main },

@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 
+#include "hashkey.h"
 #include "sha256.h"
 
 /* Bump a kind's version whenever its action's output changes for the same inputs. */
@@ -336,39 +337,45 @@ int graph_hash_inputs(graph *g, store *s, err *e)
 	return 0;
 }
 
-static json_t *digest_entry(const char *name, const uint8_t d[32], uint64_t size)
-{
-	char hex[65];
-
-	return json_pack("[s,s,I]", name, sha256_hex(d, hex), (json_int_t)size);
-}
-
 int graph_key(graph_node *n, err *e)
 {
-	json_t *inputs = json_array(), *deps = json_array(), *all;
-	char *text;
+	uint64_t nouts = 0;
+	hkey h;
 
 	for (int i = 0; i < n->ndeps; i++) {
-		const graph_node *d = n->deps[i];
-
-		if (d->state != GRAPH_CACHED && d->state != GRAPH_BUILT) {
-			json_decref(inputs);
-			json_decref(deps);
+		if (n->deps[i]->state != GRAPH_CACHED && n->deps[i]->state != GRAPH_BUILT)
 			return 0;
-		}
-		for (size_t k = 0; k < d->result.nouts; k++)
-			json_array_append_new(deps, digest_entry(d->result.outs[k].name, d->result.outs[k].digest,
-								 d->result.outs[k].size));
+		nouts += n->deps[i]->result.nouts;
 	}
-	for (size_t k = 0; k < n->ninputs; k++)
-		json_array_append_new(inputs, digest_entry(n->inputs[k].name, n->inputs[k].digest, n->inputs[k].size));
-	all = json_pack("{s:s, s:i, s:s, s:o, s:o}", "action", graph_kind_name(n->kind), "version",
-			graph_version(n->kind), "params", n->params, "inputs", inputs, "deps", deps);
-	text = canonical(all);
-	if (!text)
-		return err_set(e, "%s: out of memory", n->label);
-	sha256_buf(text, strlen(text), n->key);
-	free(text);
+	if (hkey_begin(&h, "qbake-node 1", e) < 0)
+		return err_prefix(e, "%s", n->label);
+	hkey_field(&h, "action");
+	hkey_str(&h, graph_kind_name(n->kind));
+	hkey_field(&h, "version");
+	hkey_i64(&h, graph_version(n->kind));
+	hkey_field(&h, "params");
+	hkey_str(&h, n->params);
+	hkey_field(&h, "inputs");
+	hkey_list(&h, n->ninputs);
+	for (size_t k = 0; k < n->ninputs; k++) {
+		hkey_list(&h, 3);
+		hkey_str(&h, n->inputs[k].name);
+		hkey_digest(&h, n->inputs[k].digest);
+		hkey_u64(&h, n->inputs[k].size);
+	}
+	hkey_field(&h, "deps");
+	hkey_list(&h, nouts);
+	for (int i = 0; i < n->ndeps; i++) {
+		const store_action *a = &n->deps[i]->result;
+
+		for (size_t k = 0; k < a->nouts; k++) {
+			hkey_list(&h, 3);
+			hkey_str(&h, a->outs[k].name);
+			hkey_digest(&h, a->outs[k].digest);
+			hkey_u64(&h, a->outs[k].size);
+		}
+	}
+	hkey_end(&h, n->key);
 	n->keyed = 1;
 	return 1;
 }
