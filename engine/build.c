@@ -1,5 +1,4 @@
 /* build.c - `qbake build` and `qbake plan`: run a recipe's graph against the cache */
-#define _GNU_SOURCE
 #include "build.h"
 
 #include <errno.h>
@@ -34,6 +33,23 @@ static double now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* dir/name into buf, cut to fit (paths this long are refused by the kernel anyway). */
+static char *join(char *buf, size_t n, const char *dir, const char *name)
+{
+	size_t a = strlen(dir), b = strlen(name);
+
+	if (a >= n)
+		a = n - 1;
+	memcpy(buf, dir, a);
+	if (a + 1 < n)
+		buf[a++] = '/';
+	if (a + b >= n)
+		b = n - 1 - a;
+	memcpy(buf + a, name, b);
+	buf[a + b] = 0;
+	return buf;
 }
 
 /* ---- rules checked on a node's figures ---- */
@@ -508,10 +524,10 @@ static int write_reports(const graph *g, const char *dir, err *e)
 	}
 	text = json_dumps(report, JSON_INDENT(2) | JSON_SORT_KEYS);
 	json_decref(report);
-	snprintf(path, sizeof path, "%s/report.json", dir);
+	join(path, sizeof path, dir, "report.json");
 	rc = text ? afile_put(path, text, strlen(text), e) : err_set(e, "out of memory");
 	free(text);
-	snprintf(path, sizeof path, "%s/report.md", dir);
+	join(path, sizeof path, dir, "report.md");
 	if (rc == 0)
 		rc = afile_put(path, md, used, e);
 	free(md);
@@ -534,7 +550,7 @@ static int write_sums(const graph *g, const char *dir, err *e)
 			q->tier->name);
 	}
 	fclose(m);
-	snprintf(path, sizeof path, "%s/SHA256SUMS", dir);
+	join(path, sizeof path, dir, "SHA256SUMS");
 	rc = afile_put(path, text, len, e);
 	free(text);
 	return rc;
@@ -548,8 +564,7 @@ static int release_current(const graph *g, const char *dir, const char *lock)
 	FILE *f;
 	int same = 0;
 
-	snprintf(path, sizeof path, "%s/qbake.lock", dir);
-	if (!(f = fopen(path, "rb")))
+	if (!(f = fopen(join(path, sizeof path, dir, "qbake.lock"), "rb")))
 		return 0;
 	if (fstat(fileno(f), &st) == 0 && (size_t)st.st_size == strlen(lock)) {
 		char *buf = malloc((size_t)st.st_size + 1);
@@ -562,8 +577,10 @@ static int release_current(const graph *g, const char *dir, const char *lock)
 	for (size_t i = 0; i < g->r->n_tiers && same; i++) {
 		const graph_node *q = tier_node(g, i);
 
-		snprintf(path, sizeof path, "%s/%s-%s.gguf", dir, g->r->name, q->tier->name);
-		same = stat(path, &st) == 0 && (uint64_t)st.st_size == graph_output(q, "model.gguf")->size;
+		char file[256];
+
+		snprintf(file, sizeof file, "%s-%s.gguf", g->r->name, q->tier->name);
+		same = stat(join(path, sizeof path, dir, file), &st) == 0 && (uint64_t)st.st_size == graph_output(q, "model.gguf")->size;
 	}
 	return same;
 }
@@ -592,7 +609,9 @@ static int write_release(const graph *g, store *s, const char *dir, int *written
 				goto done;
 		}
 	}
-	snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", dir);
+	join(tmp, sizeof tmp, dir, "");
+	tmp[strlen(tmp) - 1] = 0;
+	strncat(tmp, ".tmp.XXXXXX", sizeof tmp - strlen(tmp) - 1);
 	if (!mkdtemp(tmp)) {
 		err_errno(e, "%s: cannot create the release folder", tmp);
 		goto done;
@@ -602,11 +621,14 @@ static int write_release(const graph *g, store *s, const char *dir, int *written
 		const graph_node *q = tier_node(g, i);
 		const store_output *o = graph_output(q, "model.gguf");
 
-		snprintf(path, sizeof path, "%s/%s-%s.gguf", tmp, g->r->name, q->tier->name);
+		char file[256];
+
+		snprintf(file, sizeof file, "%s-%s.gguf", g->r->name, q->tier->name);
+		join(path, sizeof path, tmp, file);
 		if (store_materialize(s, o->digest, o->size, path, 0, e) < 0)
 			goto fail;
 	}
-	snprintf(path, sizeof path, "%s/qbake.lock", tmp);
+	join(path, sizeof path, tmp, "qbake.lock");
 	if (write_sums(g, tmp, e) < 0 || write_reports(g, tmp, e) < 0 || afile_put(path, lock, strlen(lock), e) < 0)
 		goto fail;
 	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) == 0) {
