@@ -797,7 +797,7 @@ static int parse_header(cursor *c, gguf_file *f, uint64_t *n_tensors, uint64_t *
 	if (f->version == 1)
 		return fail_at(c, 4, "GGUF version 1 is no longer supported (versions 2 and 3 are): "
 			       "re-convert the model with a current llama.cpp");
-	if ((f->version & 0xffff) == 0)
+	if (f->version != 0 && (f->version & 0xffff) == 0)
 		return fail_at(c, 4, "GGUF version %#" PRIx32 " looks byte-swapped: big-endian GGUF is not supported",
 			       f->version);
 	if (f->version != 2 && f->version != 3)
