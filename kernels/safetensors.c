@@ -83,25 +83,29 @@ static uint64_t le64(const uint8_t *p)
 	return v;
 }
 
-/* File offset of the first `"name"` in the header, so a message can point near the
- * entry (jansson keeps no positions); the header start when it is not found verbatim
- * (a name written with escapes). */
-static ull key_offset(const st_shard *s, const char *name)
+/* Offset of the first `"name"` in text (which starts at file offset base), so a message
+ * can point near an entry (jansson keeps no positions); base itself when it is not there
+ * verbatim (a name written with escapes). */
+static ull find_key(const char *text, size_t len, ull base, const char *name)
 {
 	size_t n = strlen(name);
 	char *needle = malloc(n + 3);
-	const char *hdr = (const char *)s->map + 8;
 	const char *hit = NULL;
 
 	if (needle) {
 		needle[0] = '"';
 		memcpy(needle + 1, name, n);
 		needle[n + 1] = '"';
-		needle[n + 2] = 0;
-		hit = memmem(hdr, s->header_len, needle, n + 2);
+		hit = memmem(text, len, needle, n + 2);
 		free(needle);
 	}
-	return hit ? (ull)(8 + (hit - hdr)) : 8;
+	return hit ? base + (ull)(hit - text) : base;
+}
+
+/* File offset of name's entry in a shard's header. */
+static ull key_offset(const st_shard *s, const char *name)
+{
+	return find_key((const char *)s->map + 8, s->header_len, 8, name);
 }
 
 /* Reads a JSON integer >= 0 into *out; returns 0, or -1 for a non-integer or negative. */
@@ -467,21 +471,35 @@ static bool plain_name(const char *s)
 	return s[0] && !strchr(s, '/') && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 
-/* Collects the distinct shard names of weight_map, sorted, into *names (borrowed). */
-static int shard_names(const st_model *m, json_t *wm, const char ***names, uint32_t *n, err *e)
+/* An index being read: its text, kept for the offsets in messages, and its parsed tree. */
+typedef struct index_doc {
+	st_shard file; /* the index file, mapped like a shard (path, map, size) */
+	json_t *root;
+	json_t *wm;    /* root's "weight_map" */
+	char *dir;     /* the folder the shards are in */
+} index_doc;
+
+/* File offset of `"s"` in the index text (0 when it is not there verbatim). */
+static ull index_offset(const index_doc *x, const char *s)
 {
-	const char **v = calloc(json_object_size(wm) + 1, sizeof *v);
+	return find_key((const char *)x->file.map, x->file.size, 0, s);
+}
+
+/* Collects the distinct shard names of weight_map, sorted, into *names (borrowed). */
+static int shard_names(const index_doc *x, const char ***names, uint32_t *n, err *e)
+{
+	const char **v = calloc(json_object_size(x->wm) + 1, sizeof *v);
 	const char *k;
 	json_t *f;
 	size_t cnt = 0, u = 0;
 
 	if (!v)
-		return err_set(e, "%s: out of memory", m->index_path);
-	json_object_foreach(wm, k, f) {
+		return err_set(e, "%s: out of memory", x->file.path);
+	json_object_foreach(x->wm, k, f) {
 		if (!json_is_string(f) || !plain_name(json_string_value(f))) {
 			free(v);
-			return err_set(e, "%s: weight_map[\"%s\"] is %s, not the file name of a shard "
-				       "in the same folder", m->index_path, k,
+			return err_set(e, "%s: offset %llu: weight_map[\"%s\"] is %s, not the file name "
+				       "of a shard in the same folder", x->file.path, index_offset(x, k), k,
 				       json_is_string(f) ? json_string_value(f) : json_kind(f));
 		}
 		v[cnt++] = json_string_value(f);
@@ -492,7 +510,8 @@ static int shard_names(const st_model *m, json_t *wm, const char ***names, uint3
 			v[u++] = v[i];
 	if (u == 0) {
 		free(v);
-		return err_set(e, "%s: weight_map is empty", m->index_path);
+		return err_set(e, "%s: offset %llu: weight_map is empty", x->file.path,
+			       index_offset(x, "weight_map"));
 	}
 	*names = v;
 	*n = (uint32_t)u;
@@ -501,29 +520,30 @@ static int shard_names(const st_model *m, json_t *wm, const char ***names, uint3
 
 /* Every weight_map entry must be in the shard it names, and every tensor of every
  * shard must be listed: a stale index is the classic way to lose a tensor. */
-static int check_weight_map(const st_model *m, json_t *wm, const char *dir, err *e)
+static int check_weight_map(const st_model *m, const index_doc *x, err *e)
 {
 	const char *k;
 	json_t *f;
-	size_t dl = strlen(dir) + 1;
+	size_t dl = strlen(x->dir) + 1;
 
-	json_object_foreach(wm, k, f) {
+	json_object_foreach(x->wm, k, f) {
 		const st_tensor *t = st_find(m, k);
 		const char *want = json_string_value(f);
 
 		if (!t)
-			return err_set(e, "%s: weight_map names tensor \"%s\" in %s, but no shard "
-				       "holds it", m->index_path, k, want);
+			return err_set(e, "%s: offset %llu: weight_map names tensor \"%s\" in %s, but no "
+				       "shard holds it", x->file.path, index_offset(x, k), k, want);
 		if (strcmp(m->shards[t->shard].path + dl, want) != 0)
-			return err_set(e, "%s: weight_map puts tensor \"%s\" in %s, but it is in %s",
-				       m->index_path, k, want, m->shards[t->shard].path);
+			return err_set(e, "%s: offset %llu: weight_map puts tensor \"%s\" in %s, but it "
+				       "is in %s", x->file.path, index_offset(x, k), k, want,
+				       m->shards[t->shard].path);
 	}
 	for (size_t i = 0; i < m->n_tensors; i++)
-		if (!json_object_get(wm, m->tensors[i].name))
+		if (!json_object_get(x->wm, m->tensors[i].name))
 			return err_set(e, "%s: offset %llu: tensor \"%s\" is not in the weight_map of %s",
 				       m->shards[m->tensors[i].shard].path,
 				       key_offset(&m->shards[m->tensors[i].shard], m->tensors[i].name),
-				       m->tensors[i].name, m->index_path);
+				       m->tensors[i].name, x->file.path);
 	return 0;
 }
 
@@ -538,33 +558,34 @@ static char *dir_of(const char *path)
 	return strndup(path, (size_t)(slash - path));
 }
 
-static int open_shards(st_model *m, json_t *wm, const char *dir, err *e)
+static int open_shards(st_model *m, const index_doc *x, err *e)
 {
 	const char **names = NULL;
 	uint32_t n = 0;
 	int rc = -1;
 
-	if (shard_names(m, wm, &names, &n, e) < 0)
+	if (shard_names(x, &names, &n, e) < 0)
 		return -1;
 	m->shards = calloc(n, sizeof *m->shards);
 	if (!m->shards) {
-		err_set(e, "%s: out of memory", m->index_path);
+		err_set(e, "%s: out of memory", x->file.path);
 		goto out;
 	}
 	for (uint32_t i = 0; i < n; i++) {
-		size_t len = strlen(dir) + strlen(names[i]) + 2;
+		size_t len = strlen(x->dir) + strlen(names[i]) + 2;
 		char *p = malloc(len);
 		int r;
 
 		if (!p) {
-			err_set(e, "%s: out of memory", m->index_path);
+			err_set(e, "%s: out of memory", x->file.path);
 			goto out;
 		}
-		snprintf(p, len, "%s/%s", dir, names[i]);
+		snprintf(p, len, "%s/%s", x->dir, names[i]);
 		m->n_shards = i + 1;
 		r = map_file(&m->shards[i], p, e);
 		if (r < 0)
-			err_prefix(e, "%s: shard %s", m->index_path, names[i]);
+			err_prefix(e, "%s: offset %llu: shard %s", x->file.path,
+				   index_offset(x, names[i]), names[i]);
 		free(p);
 		if (r < 0 || parse_shard(m, i, e) < 0)
 			goto out;
@@ -575,37 +596,47 @@ out:
 	return rc;
 }
 
-static int open_index(st_model *m, const char *path, err *e)
+/* Maps and parses the index file into x; returns 0 or -1. */
+static int load_index(index_doc *x, const char *path, err *e)
 {
 	json_error_t je;
-	json_t *root, *wm;
-	char *dir = NULL;
+
+	if (map_file(&x->file, path, e) < 0)
+		return -1;
+	x->dir = dir_of(path);
+	if (!x->dir)
+		return err_set(e, "%s: out of memory", path);
+	if (x->file.size == 0)
+		return err_set(e, "%s: offset 0: empty file, not a JSON index", path);
+	if (x->file.size > ST_MAX_HEADER)
+		return err_set(e, "%s: %llu bytes, more than an index can be (%llu)", path,
+			       (ull)x->file.size, ST_MAX_HEADER);
+	x->root = json_loadb((const char *)x->file.map, x->file.size, JSON_REJECT_DUPLICATES, &je);
+	if (!x->root)
+		return err_set(e, "%s: offset %d: not a readable JSON index: %s", path, je.position,
+			       je.text);
+	x->wm = json_object_get(x->root, "weight_map");
+	if (!json_is_object(x->wm))
+		return err_set(e, "%s: no \"weight_map\" object: not a safetensors index", path);
+	return 0;
+}
+
+static int open_index(st_model *m, const char *path, err *e)
+{
+	index_doc x = { 0 };
 	int rc = -1;
 
 	m->index_path = strdup(path);
 	if (!m->index_path)
 		return err_set(e, "%s: out of memory", path);
-	root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-	if (!root)
-		return err_set(e, "%s: offset %d: not a readable JSON index: %s", path, je.position,
-			       je.text);
-	wm = json_object_get(root, "weight_map");
-	if (!json_is_object(wm)) {
-		err_set(e, "%s: no \"weight_map\" object: not a safetensors index", path);
-		goto out;
-	}
-	dir = dir_of(path);
-	if (!dir) {
-		err_set(e, "%s: out of memory", path);
-		goto out;
-	}
-	if (open_shards(m, wm, dir, e) < 0 || build_index(m, e) < 0
-	    || check_weight_map(m, wm, dir, e) < 0)
-		goto out;
-	rc = 0;
-out:
-	free(dir);
-	json_decref(root);
+	if (load_index(&x, path, e) == 0 && open_shards(m, &x, e) == 0 && build_index(m, e) == 0
+	    && check_weight_map(m, &x, e) == 0)
+		rc = 0;
+	if (x.file.mapped)
+		munmap((void *)x.file.map, x.file.size);
+	free(x.file.path);
+	free(x.dir);
+	json_decref(x.root);
 	return rc;
 }
 

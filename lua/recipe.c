@@ -21,6 +21,10 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include "gguf.h"
+#include "quant.h"
+#include "tiers.h"
+
 #define DEFAULT_INSTRUCTIONS 10000000ull
 #define DEFAULT_MEMORY (64u << 20)
 #define DEFAULT_SECONDS 10.0
@@ -30,26 +34,12 @@
 
 /* ---- names qbake knows ---------------------------------------------------------------- */
 
-/* The tiers qbake builds, in the order error messages list them. */
-static const char *const tier_names[] = {
-	"F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q3_K_L",
-	"Q3_K_M", "Q3_K_S", "Q2_K", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "IQ4_XS", NULL,
-};
-#define TIER_LIST "F16, BF16, Q8_0, Q6_K, Q5_K_M, Q5_K_S, Q4_K_M, Q4_K_S, Q3_K_L, Q3_K_M, " \
-	"Q3_K_S, Q2_K, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS"
-
 /* llama-quantize tiers qbake does not build. The IQ1/IQ2/IQ3_XXS ones are also the tiers
  * that need an importance matrix; since none of them can be named, the "needs an imatrix"
  * rule has nothing to check at load time, and naming one says why it is refused. */
 static const char *const unbuilt_tiers[] = {
 	"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "IQ3_S",
 	"IQ3_M", "Q2_K_S", "TQ1_0", "TQ2_0", NULL,
-};
-
-/* ggml types a per-tensor override may name (what the quantizer writes). */
-static const char *const type_names[] = {
-	"F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K",
-	"Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", NULL,
 };
 
 static const char *const release_fields[] = {
@@ -82,11 +72,6 @@ static const char *find_name(const char *const *list, const char *s, bool nocase
 		if (nocase ? strcasecmp(list[i], s) == 0 : strcmp(list[i], s) == 0)
 			return list[i];
 	return NULL;
-}
-
-const char *recipe_tier_canon(const char *name)
-{
-	return name ? find_name(tier_names, name, true) : NULL;
 }
 
 const char *recipe_baseline_name(recipe_baseline b)
@@ -159,6 +144,26 @@ static const char *suggest(const char *word, const char *const *cands, size_t n)
 		}
 	}
 	return best;
+}
+
+/* The name of the tier called name (any case), or NULL. */
+static const char *tier_canon(const char *name)
+{
+	const tier_info *t = tier_by_name(name);
+
+	return t ? t->name : NULL;
+}
+
+/* The closest tier name to s, for did-you-mean. */
+static const char *suggest_tier(const char *s)
+{
+	const char *names[64] = { NULL };
+	size_t n;
+	const tier_info *list = tier_list(&n);
+
+	for (size_t i = 0; i < n && i < 63; i++)
+		names[i] = list[i].name;
+	return suggest(s, names, n < 63 ? n : 63);
 }
 
 static size_t list_count(const char *const *list)
@@ -1600,7 +1605,7 @@ static int find_corpus(conv *c, const char *name, const char *what, size_t *out)
 /* Canonical tier name for s, or an error naming the valid tiers. */
 static int tier_or_fail(conv *c, const char *s, const char *what, char out[16])
 {
-	const char *canon = recipe_tier_canon(s);
+	const char *canon = tier_canon(s);
 	const char *sug;
 
 	if (canon) {
@@ -1610,12 +1615,12 @@ static int tier_or_fail(conv *c, const char *s, const char *what, char out[16])
 	if (find_name(unbuilt_tiers, s, true))
 		return fail(c, "%sunknown tier \"%.40s\": qbake does not build IQ1_*, IQ2_*, IQ3_* or "
 			    "ternary tiers (the IQ1/IQ2/IQ3_XXS ones would also need an importance matrix); "
-			    "valid tiers: " TIER_LIST, what, s);
-	sug = suggest(s, tier_names, list_count(tier_names));
+			    "valid tiers: %s", what, s, tier_names());
+	sug = suggest_tier(s);
 	if (sug)
-		return fail(c, "%sunknown tier \"%.40s\" (did you mean \"%s\"?); valid tiers: " TIER_LIST,
-			    what, s, sug);
-	return fail(c, "%sunknown tier \"%.40s\"; valid tiers: " TIER_LIST, what, s);
+		return fail(c, "%sunknown tier \"%.40s\" (did you mean \"%s\"?); valid tiers: %s",
+			    what, s, sug, tier_names());
+	return fail(c, "%sunknown tier \"%.40s\"; valid tiers: %s", what, s, tier_names());
 }
 
 static int conv_imatrix(conv *c, int t)
@@ -1679,18 +1684,29 @@ fail:
 	return -1;
 }
 
+/* The ggml type named s if the quantizer can write it; else an error listing those it can. */
 static bool type_or_fail(conv *c, const char *s, const char *what, const char *key, char out[8])
 {
-	const char *canon = find_name(type_names, s, true), *sug;
+	const char *names[GGUF_TYPE_COUNT + 1] = { NULL };
+	char list[400] = "";
+	size_t n = 0;
+	int id = gguf_type_by_name(s);
+	const char *sug;
 
-	if (canon) {
-		snprintf(out, 8, "%s", canon);
+	if (id >= 0 && quant_can_quantize((uint32_t)id)) {
+		snprintf(out, 8, "%s", gguf_type((uint32_t)id)->name);
 		return true;
 	}
-	sug = suggest(s, type_names, list_count(type_names));
-	fail(c, "%s: field %s: unknown tensor type \"%.40s\"%s%s%s; valid types: F32, F16, BF16, Q4_0, "
-	     "Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS", what, key, s,
-	     sug ? " (did you mean \"" : "", sug ? sug : "", sug ? "\"?)" : "");
+	for (uint32_t t = 0; t < GGUF_TYPE_COUNT; t++) {
+		if (!gguf_type(t) || !quant_can_quantize(t))
+			continue;
+		names[n++] = gguf_type(t)->name;
+		strncat(list, n > 1 ? ", " : "", sizeof list - strlen(list) - 1);
+		strncat(list, gguf_type(t)->name, sizeof list - strlen(list) - 1);
+	}
+	sug = suggest(s, names, n);
+	fail(c, "%s: field %s: unknown tensor type \"%.40s\"%s%s%s; valid types: %s", what, key, s,
+	     sug ? " (did you mean \"" : "", sug ? sug : "", sug ? "\"?)" : "", list);
 	return false;
 }
 
@@ -1719,29 +1735,36 @@ static int conv_tensor_types(conv *c, int t, recipe_tier *tier, const char *what
 	}
 	for (size_t i = 1; i <= n && rc == 0; i++) {
 		recipe_tensor_type *tt = &tier->tensor_types[tier->n_tensor_types];
+		tier_rule *rule = calloc(1, sizeof *rule);
+		err re = { 0 };
 		const char *s, *eq;
-		regex_t re;
+		int vt = lua_rawgeti(L, t, (lua_Integer)i);
 
 		push_index(c, (long)i);
-		if (lua_rawgeti(L, t, (lua_Integer)i) != LUA_TSTRING) {
+		if (!rule) {
+			rc = err_set(c->e, "out of memory");
+		} else if (vt != LUA_TSTRING) {
 			describe(L, -1, d, sizeof d);
 			rc = fail(c, "%s: tensor_types: expected \"REGEX=TYPE\", got %s", what, d);
-		} else if (!(eq = strrchr(s = lua_tostring(L, -1), '=')) || eq == s) {
+		} else if (!(eq = strchr(s = lua_tostring(L, -1), '=')) || eq == s ||
+			   !utf8_valid(s, strlen(s))) {
 			rc = fail(c, "%s: tensor_types: expected \"REGEX=TYPE\", got \"%.60s\"", what, s);
-		} else if (!(tt->pattern = strndup(s, (size_t)(eq - s)))) {
-			rc = err_set(c->e, "out of memory");
-		} else {
-			tier->n_tensor_types++;
-			if (!type_or_fail(c, eq + 1, what, "tensor_types", tt->type)) {
-				rc = -1;
-			} else if (!utf8_valid(tt->pattern, strlen(tt->pattern)) ||
-				   regcomp(&re, tt->pattern, REG_EXTENDED | REG_NOSUB) != 0) {
-				rc = fail(c, "%s: tensor_types: \"%.60s\" is not a valid (POSIX extended) regular expression",
-					  what, tt->pattern);
-			} else {
-				regfree(&re);
+		} else if (type_or_fail(c, eq + 1, what, "tensor_types", tt->type)) {
+			/* quantize's own parser, so the recipe accepts exactly what it will apply */
+			if (tier_rule_parse(rule, s, &re) != 0) {
+				const char *why = strstr(re.msg, "': ");
+
+				rc = fail(c, "%s: tensor_types: \"%.60s\": %s", what, s, why ? why + 3 : re.msg);
 			}
+			else if (!(tt->pattern = strdup(rule->pattern)))
+				rc = err_set(c->e, "out of memory");
+			else
+				tier->n_tensor_types++;
+		} else {
+			rc = -1;
 		}
+		if (rule)
+			tier_rules_free(rule, rule->pattern ? 1 : 0);
 		lua_pop(L, 1);
 		pop_step(c);
 	}
@@ -2152,6 +2175,10 @@ static int conv_rules(conv *c, int t)
 		push_key(c, rule_names[i]);
 		if (raw_field(L, t, rule_names[i]) != LUA_TNIL)
 			orc = conv_override(c, lua_gettop(L), rule_names[i], o);
+		if (orc == 0 && i == 0 && o->set &&
+		    !(c->r->eval.set && c->r->imatrix.kind == RECIPE_IMATRIX_COMPUTE))
+			orc = warn_here(c, "rules.eval_overlap has no effect: there is no eval corpus and "
+					"calibration corpus to compare");
 		lua_pop(L, 1);
 		pop_step(c);
 		if (orc)

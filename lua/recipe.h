@@ -70,23 +70,24 @@ typedef struct recipe_imatrix {
 	size_t corpus;    /* COMPUTE: index into recipe.corpora */
 	int64_t ctx;      /* COMPUTE: tokens per chunk (default 512) */
 	int64_t chunks;   /* COMPUTE: chunks to use; 0 (the default) = every whole chunk */
-	char from[16];    /* COMPUTE: canonical tier the imatrix is computed on, "" = the baseline */
+	char from[16];    /* COMPUTE: tier the imatrix is computed on (tiers.h spelling), "" = the baseline */
 	recipe_file file; /* FILE: the imported imatrix (checked to exist) */
 	int line;
 } recipe_imatrix;
 
 /* --tensor-type REGEX=TYPE of llama-quantize, in recipe order (first match wins). */
 typedef struct recipe_tensor_type {
-	char *pattern; /* POSIX extended regular expression over tensor names (checked to compile) */
-	char type[8];  /* canonical ggml type name: F32 F16 BF16 Q4_0 ... Q6_K IQ4_NL IQ4_XS */
+	char *pattern; /* POSIX extended regex over tensor names, lower-cased as quantize applies it
+	                * (checked with tier_rule_parse, so "pattern=type" parses there too) */
+	char type[8];  /* ggml type name (gguf.h spelling) that quant_can_quantize accepts */
 } recipe_tensor_type;
 
 /* One output file: <release name>-<tier name>.gguf. */
 typedef struct recipe_tier {
-	char name[16];                /* canonical upper-case tier name (recipe_tier_canon) */
+	char name[16];                /* tier name as kernels/tiers.h spells it ("Q4_K_M") */
 	bool pure;                    /* every tensor at the tier's base type (no mixture); warned */
 	bool leave_output_tensor;     /* keep output.weight as in the baseline */
-	char output_tensor_type[8];   /* ggml type for output.weight, "" = the tier's choice */
+	char output_tensor_type[8];   /* ggml type for output.weight (as in tensor_types), "" = the tier's choice */
 	char token_embedding_type[8]; /* ggml type for token_embd.weight, "" = the tier's choice */
 	recipe_tensor_type *tensor_types;
 	size_t n_tensor_types;
@@ -106,11 +107,11 @@ typedef struct recipe_eval {
 
 /* A quality gate. Figures not given are NAN. */
 typedef struct recipe_gate {
-	char tier[16];           /* canonical tier name, or "*" for every tier without its own gate */
+	char tier[16];           /* tier name (tiers.h spelling), or "*" for every tier without its own gate */
 	double max_ppl_increase; /* percent ("5%" -> 5.0) */
 	double max_kld;          /* mean KL-divergence, nats */
 	double min_same_top;     /* percent */
-	char fallback[16];       /* canonical tier built instead when the gate fails, "" = fail */
+	char fallback[16];       /* tier built instead when the gate fails, "" = the tier fails */
 	int line;
 } recipe_gate;
 
@@ -170,8 +171,6 @@ typedef int (*recipe_digest_fn)(const char *path, bool is_dir, char hex[65], voi
  * if len is not NULL), or NULL with e set. */
 char *recipe_canonical(const recipe *r, recipe_digest_fn digest, void *ctx, size_t *len, err *e);
 
-/* The canonical spelling of a tier name ("q4_k_m" -> "Q4_K_M"), or NULL if qbake has no such tier. */
-const char *recipe_tier_canon(const char *name);
 /* The gate that applies to a tier: its own, else "*", else NULL. */
 const recipe_gate *recipe_gate_for(const recipe *r, const char *tier);
 /* "f16", "bf16", "f32", or "source". */

@@ -78,7 +78,7 @@ static recipe *load_text(const char *name, const char *src, err *e)
 /* The recipe must fail with "recipe.lua:LINE: " and a message containing each of the texts. */
 static void expect_error(const char *what, const char *src, int line, ...)
 {
-	err e;
+	err e = { 0 };
 	recipe *r = load_text("recipe.lua", src, &e);
 	char prefix[64];
 	const char *want;
@@ -107,7 +107,7 @@ static void expect_variant_error(const char *what, int at, const char *text, int
 
 static recipe *load_ok(const char *what, const char *name, const char *src)
 {
-	err e;
+	err e = { 0 };
 	recipe *r = load_text(name, src, &e);
 
 	CHECK(r != NULL, "%s: %s", what, e.msg);
@@ -181,7 +181,7 @@ static void test_full(void)
 	static const char src[] =
 		"-- every field\n"                                                      /* 1 */
 		"local tiers = { 'q8_0', { 'Q4_K_M', pure = true, output_tensor_type = 'q8_0',\n" /* 2 */
-		"                 tensor_types = { 'attn_v=Q6_K', '^blk\\\\.0\\\\.=F16' } }, 'Q2_K' }\n" /* 3 */
+		"                 tensor_types = { 'ATTN_V=q6_k', '^blk\\\\.0\\\\.=F16' } }, 'Q2_K' }\n" /* 3 */
 		"release 'full.v1' {\n"                                                 /* 4 */
 		"  model = git { url = 'https://huggingface.co/x/y', commit = '93EFA2F097D58C2A74874C7E644DBC9B0CEE75A2',\n"
 		"                subdir = './model/' },\n"                              /* 6 */
@@ -337,9 +337,11 @@ static void test_errors(void)
 	expect_variant_error("unknown tier option", 9, "  tiers = { { 'Q4_K_M',\n  leave_output = true } },", 10,
 			     "tier Q4_K_M: unknown field \"leave_output\" (did you mean \"leave_output_tensor\"?)", NULL);
 	expect_variant_error("bad tensor type", 9, "  tiers = { { 'Q4_K_M', output_tensor_type = 'Q7_0' } },", 9,
-			     "unknown tensor type \"Q7_0\"", NULL);
+			     "tier Q4_K_M: field output_tensor_type: unknown tensor type \"Q7_0\"", "valid types: F32, F16, Q4_0");
+	expect_variant_error("type qbake cannot write", 9, "  tiers = { { 'Q4_K_M', tensor_types = { 'x=IQ2_XXS' } } },", 9,
+			     "tier Q4_K_M: field tensor_types: unknown tensor type \"IQ2_XXS\"", NULL);
 	expect_variant_error("bad regex", 9, "  tiers = { { 'Q4_K_M', tensor_types = { 'attn_(v=Q8_0' } } },", 9,
-			     "is not a valid (POSIX extended) regular expression", NULL);
+			     "tier Q4_K_M: tensor_types: \"attn_(v=Q8_0\": bad regular expression: ", NULL);
 	expect_variant_error("remote_cache", 9, "  tiers = { 'Q8_0' }, remote_cache = 'http://x',", 9,
 			     "remote_cache is not a recipe field", "per-user");
 	expect_variant_error("gates without eval", 10, "  gates = { ['*'] = { max_kld = 0.1 } },", 10,
@@ -371,6 +373,15 @@ static void test_errors(void)
 			     "unknown name 'hff' (did you mean 'hf'?)", NULL);
 	expect_variant_error("bad release name", 1, "release 'my model' {", 1,
 			     "release name \"my model\"", NULL);
+	{
+		char *src = variant(10, "  rules = {\n eval_overlap = { max = '3%', reason = 'same boilerplate' } },");
+		recipe *r = load_ok("useless override", "recipe.lua", src);
+
+		CHECK(r && r->n_warnings == 1 && strstr(r->warnings[0], "recipe.lua:11: rules.eval_overlap has no effect"),
+		      "warning for an override without eval: %s", r && r->n_warnings ? r->warnings[0] : "none");
+		recipe_free(r);
+		free(src);
+	}
 	expect_error("no release", "local x = 1\n", 0, "recipe.lua: no release in this file", (const char *)NULL);
 	expect_error("two releases",
 		     "release 'a' { model = hf '.', tiers = { 'Q8_0' } }\n\nrelease 'b' { model = hf '.', tiers = { 'Q8_0' } }\n",
@@ -410,6 +421,13 @@ static void test_sandbox(void)
 		     "instruction limit exceeded", (const char *)NULL);
 	expect_error("string.rep bomb", "\nlocal s = string.rep('x', 1e10)\n", 2,
 		     "memory limit exceeded", (const char *)NULL);
+	expect_error("method rep bomb", "local s = ('x'):rep(1e10)\n", 1, "memory limit exceeded", (const char *)NULL);
+	expect_error("metatables", "local t = setmetatable({}, { __gc = function() while true do end end })\n", 1,
+		     "setmetatable is not available in a recipe", (const char *)NULL);
+	expect_error("string metatable", "getmetatable('').__index.rep = nil\n", 1,
+		     "getmetatable is not available in a recipe", (const char *)NULL);
+	expect_error("pattern bomb", "local s = ('a'):rep(5000)\nlocal x = s:find(('a-'):rep(20) .. 'b')\n", 2,
+		     "attempt to call a nil value (method 'find')", (const char *)NULL);
 	expect_error("string doubling", "local s = 'x'\nwhile true do s = s .. s end\n", 0,
 		     "memory limit exceeded (a recipe may use 64 MiB)", (const char *)NULL);
 	expect_error("table growth",
@@ -423,7 +441,7 @@ static void test_sandbox(void)
 	expect_error("non-string error", "error({})\n", 0, "an error that is not a string", (const char *)NULL);
 	/* Small limits can be set by the caller. */
 	{
-		err e;
+		err e = { 0 };
 		recipe_limits lim = { .instructions = 50000 };
 		char path[4600];
 

@@ -368,9 +368,12 @@ static void sharded(void)
 
 	/* Broken indexes and shards. */
 	write_index(&m, a, b, dir, edit_missing_tensor);
-	expect_open_error(dir, "index names a missing tensor", "model.ghost.weight", "no shard holds it");
+	expect_open_error(dir, "index names a missing tensor", "model.safetensors.index.json: offset ",
+			  "tensor \"model.ghost.weight\" in model-00001-of-00003.safetensors, but no shard holds it");
 	write_index(&m, a, b, dir, edit_missing_shard);
-	expect_open_error(dir, "index names a missing shard", "model-00009-of-00003.safetensors",
+	expect_open_error(dir, "index names a missing shard", "model.safetensors.index.json: offset ",
+			  "shard model-00009-of-00003.safetensors: ");
+	expect_open_error(dir, "index names a missing shard", "model-00009-of-00003.safetensors: cannot open",
 			  "No such file");
 	write_index(&m, a, b, dir, edit_wrong_shard);
 	expect_open_error(dir, "index points at the wrong shard", "lm_head.weight",
@@ -382,6 +385,8 @@ static void sharded(void)
 	expect_open_error(dir, "shard outside the folder", "not the file name of a shard", "lm_head");
 	put(idx, "{\"weight_map\": ", 15);
 	expect_open_error(dir, "index bad JSON", "model.safetensors.index.json", "not a readable JSON");
+	put(idx, "", 0);
+	expect_open_error(dir, "empty index", "model.safetensors.index.json: offset 0", "empty file");
 	put(idx, "{\"metadata\": {}}", 16);
 	expect_open_error(dir, "index without weight_map", "model.safetensors.index.json", "weight_map");
 

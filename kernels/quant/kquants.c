@@ -69,15 +69,14 @@ static void q2_requantize(const float *x, const uint8_t *y, uint8_t *L)
 
 static void q2_block_ref(const float *x, uint8_t *y)
 {
-	uint8_t L[QK_K], Laux[16];
-	float weights[16], mins[QK_K / 16], scales[QK_K / 16];
+	uint8_t L[QK_K];
+	float weights[QK_K], mins[QK_K / 16], scales[QK_K / 16];
 	float max_scale = 0, max_min = 0;
 
+	for (int l = 0; l < QK_K; l++)
+		weights[l] = fabsf(x[l]);
+	quant_make_qkx(QK_K / 16, 16, 3, x, weights, L, scales, mins, -0.5f, 0.1f, 15, true, false);
 	for (int j = 0; j < QK_K / 16; j++) {
-		for (int l = 0; l < 16; l++)
-			weights[l] = fabsf(x[16 * j + l]);
-		scales[j] = quant_make_qkx2(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux,
-					    -0.5f, 0.1f, 15, true);
 		if (scales[j] > max_scale)
 			max_scale = scales[j];
 		if (mins[j] > max_min)
@@ -108,18 +107,17 @@ static void q2_block_ref(const float *x, uint8_t *y)
 
 static void q2_block_imatrix(const float *x, uint8_t *y, const float *qw)
 {
-	uint8_t L[QK_K], Laux[16], Ls[QK_K / 16], Lm[QK_K / 16];
-	float weight[16], mins[QK_K / 16], scales[QK_K / 16], sw[QK_K / 16];
+	uint8_t L[QK_K], Ls[QK_K / 16], Lm[QK_K / 16];
+	float weight[QK_K], mins[QK_K / 16], scales[QK_K / 16], sw[QK_K / 16];
 	const float sigma2 = sum_sq(x, QK_K) / QK_K;
 
+	imatrix_weights(x, qw, sigma2, weight, QK_K);
 	for (int j = 0; j < QK_K / 16; j++) {
-		imatrix_weights(x + 16 * j, qw + 16 * j, sigma2, weight, 16);
 		sw[j] = 0;
 		for (int l = 0; l < 16; l++)
-			sw[j] += weight[l];
-		scales[j] = quant_make_qkx3(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux,
-					    -0.9f, 0.05f, 36, false);
+			sw[j] += weight[16 * j + l];
 	}
+	quant_make_qkx(QK_K / 16, 16, 3, x, weight, L, scales, mins, -0.9f, 0.05f, 36, false, true);
 	quant_put_f16(y + 80, quant_make_qp(QK_K / 16, 15, scales, Ls, sw));
 	quant_put_f16(y + 82, quant_make_qp(QK_K / 16, 15, mins, Lm, sw));
 	for (int j = 0; j < QK_K / 16; j++)
@@ -251,20 +249,20 @@ static void q3_block_ref(const float *x, uint8_t *y)
 static void q3_block_imatrix(const float *x, uint8_t *y, const float *qw)
 {
 	int8_t L[QK_K], Ls[QK_K / 16];
-	float scales[QK_K / 16], weight[16], sw[QK_K / 16];
+	float scales[QK_K / 16], weight[QK_K], sw[QK_K / 16], d_block;
 	int ls[QK_K / 16];
 	const float sigma2 = 2 * sum_sq(x, QK_K) / QK_K;
 
+	imatrix_weights(x, qw, sigma2, weight, QK_K);
 	for (int j = 0; j < QK_K / 16; j++) {
 		float sumw = 0;
 
-		imatrix_weights(x + 16 * j, qw + 16 * j, sigma2, weight, 16);
 		for (int l = 0; l < 16; l++)
-			sumw += weight[l];
+			sumw += weight[16 * j + l];
 		sw[j] = sumw;
-		scales[j] = quant_make_qx(16, 4, x + 16 * j, L + 16 * j, 1, weight);
 	}
-	float d_block = quant_make_qx(QK_K / 16, 32, scales, Ls, 1, sw);
+	quant_make_qx(QK_K / 16, 16, 4, x, weight, L, scales);
+	quant_make_qx(1, QK_K / 16, 32, scales, sw, Ls, &d_block);
 	for (int j = 0; j < QK_K / 16; j++)
 		ls[j] = Ls[j];
 	q3_pack_scales(ls, y + 96);
@@ -361,17 +359,18 @@ static void k4_requantize(const float *x, const uint8_t *hdr, int nmax, uint8_t 
  * quantized against their maxima. Writes d, dmin, scales; leaves levels in L. */
 static void k4_fit_ref(const float *x, uint8_t *hdr, int nmax, float rmin, float rdelta, int nstep, uint8_t *L)
 {
-	uint8_t Laux[32], ls[QK_K / 32], lm[QK_K / 32];
-	float weights[32], mins[QK_K / 32], scales[QK_K / 32];
+	uint8_t ls[QK_K / 32], lm[QK_K / 32];
+	float weights[QK_K], mins[QK_K / 32], scales[QK_K / 32];
 	float max_scale = 0, max_min = 0;
 
 	for (int j = 0; j < QK_K / 32; j++) {
 		float av_x = sqrtf(sum_sq(x + 32 * j, 32) / 32);
 
 		for (int l = 0; l < 32; l++)
-			weights[l] = av_x + fabsf(x[32 * j + l]);
-		scales[j] = quant_make_qkx2(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux,
-					    rmin, rdelta, nstep, false);
+			weights[32 * j + l] = av_x + fabsf(x[32 * j + l]);
+	}
+	quant_make_qkx(QK_K / 32, 32, nmax, x, weights, L, scales, mins, rmin, rdelta, nstep, false, false);
+	for (int j = 0; j < QK_K / 32; j++) {
 		if (scales[j] > max_scale)
 			max_scale = scales[j];
 		if (mins[j] > max_min)
@@ -394,20 +393,19 @@ static void k4_fit_ref(const float *x, uint8_t *hdr, int nmax, float rmin, float
 /* The imatrix fit: qkx3 per sub-block, then make_qp for the scales and the mins. */
 static void k4_fit_imatrix(const float *x, uint8_t *hdr, int nmax, const float *qw, uint8_t *L)
 {
-	uint8_t Laux[32], ls[QK_K / 32], lm[QK_K / 32];
-	float weights[32], mins[QK_K / 32], scales[QK_K / 32], sw[QK_K / 32];
+	uint8_t ls[QK_K / 32], lm[QK_K / 32];
+	float weights[QK_K], mins[QK_K / 32], scales[QK_K / 32], sw[QK_K / 32];
 	const float sigma2 = 2 * sum_sq(x, QK_K) / QK_K;
 
+	imatrix_weights(x, qw, sigma2, weights, QK_K);
 	for (int j = 0; j < QK_K / 32; j++) {
 		float sumw = 0;
 
-		imatrix_weights(x + 32 * j, qw + 32 * j, sigma2, weights, 32);
 		for (int l = 0; l < 32; l++)
-			sumw += weights[l];
+			sumw += weights[32 * j + l];
 		sw[j] = sumw;
-		scales[j] = quant_make_qkx3(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux,
-					    -0.9f, 0.05f, 36, false);
 	}
+	quant_make_qkx(QK_K / 32, 32, nmax, x, weights, L, scales, mins, -0.9f, 0.05f, 36, false, true);
 	float d_block = quant_make_qp(QK_K / 32, 63, scales, ls, sw);
 	float m_block = quant_make_qp(QK_K / 32, 63, mins, lm, sw);
 	for (int j = 0; j < QK_K / 32; j++) { /* make_qp already keeps them <= 63 */
@@ -538,8 +536,8 @@ static void q6_block(const float *x, uint8_t *y, const float *qw)
 	uint8_t *ql = y, *qh = y + 128;
 
 	/* Q6_K weighs with the imatrix directly (no sigma2 term); without it, with x^2. */
+	quant_make_qx(QK_K / 16, 16, 32, x, qw, L, scales);
 	for (int ib = 0; ib < QK_K / 16; ib++) {
-		scales[ib] = quant_make_qx(16, 32, x + 16 * ib, L + 16 * ib, 1, qw ? qw + 16 * ib : NULL);
 		if (fabsf(scales[ib]) > max_abs_scale) {
 			max_abs_scale = fabsf(scales[ib]);
 			max_scale = scales[ib];

@@ -65,9 +65,9 @@ static float row_sigma2(const float *x, int64_t n)
 	return s / (float)n;
 }
 
-static void imatrix_weights(const float *x, const float *qw, float sigma2, float *w)
+static void imatrix_weights(const float *x, const float *qw, float sigma2, float *w, int n)
 {
-	for (int j = 0; j < QK; j++)
+	for (int j = 0; j < n; j++)
 		w[j] = qw[j] * sqrtf(sigma2 + x[j] * x[j]);
 }
 
@@ -88,35 +88,49 @@ static void sym_block_plain(const float *x, uint8_t *L, int bits, uint8_t *dp)
 	}
 }
 
+/* Blocks handled together by the imatrix searches (they run several blocks at once). */
+enum { CHUNK = 8 };
+
+/* Writes a packed 4- or 5-bit block: nibbles at y + off, the fifth bits just before them. */
+static void pack_block(const uint8_t *L, uint8_t *y, int bits, int off)
+{
+	if (bits == 4) {
+		pack_nibbles(L, y + off, NULL);
+	} else {
+		uint32_t qh;
+
+		pack_nibbles(L, y + off + 4, &qh);
+		put_u32(y + off, qh);
+	}
+}
+
 static void sym_rows(const float *src, uint8_t *dst, int64_t nrows, int64_t n, const float *imatrix, int bits)
 {
 	const size_t bsize = bits == 4 ? 18 : 22;
-	uint8_t L[QK];
-	int8_t Ls[QK];
-	float w[QK];
+	const int64_t nb = n / QK;
+	uint8_t L[CHUNK * QK];
+	int8_t Ls[CHUNK * QK];
+	float w[CHUNK * QK], d[CHUNK];
 
 	for (int64_t r = 0; r < nrows; r++) {
 		const float *x = src + r * n;
 		float sigma2 = imatrix ? row_sigma2(x, n) : 0;
 
-		for (int64_t b = 0; b < n / QK; b++) {
-			uint8_t *y = dst + (r * (n / QK) + b) * bsize;
-			const float *xb = x + b * QK;
+		for (int64_t b0 = 0; b0 < nb; b0 += CHUNK) {
+			int m = nb - b0 < CHUNK ? (int)(nb - b0) : CHUNK;
+			uint8_t *y = dst + (r * nb + b0) * bsize;
 
 			if (imatrix) {
-				imatrix_weights(xb, imatrix + b * QK, sigma2, w);
-				quant_put_f16(y, quant_make_qx(QK, 1 << (bits - 1), xb, Ls, 1, w));
-				memcpy(L, Ls, QK);
-			} else {
-				sym_block_plain(xb, L, bits, y);
+				imatrix_weights(x + b0 * QK, imatrix + b0 * QK, sigma2, w, m * QK);
+				quant_make_qx(m, QK, 1 << (bits - 1), x + b0 * QK, w, Ls, d);
+				memcpy(L, Ls, (size_t)m * QK);
 			}
-			if (bits == 4) {
-				pack_nibbles(L, y + 2, NULL);
-			} else {
-				uint32_t qh;
-
-				pack_nibbles(L, y + 6, &qh);
-				put_u32(y + 2, qh);
+			for (int b = 0; b < m; b++, y += bsize) {
+				if (imatrix)
+					quant_put_f16(y, d[b]);
+				else
+					sym_block_plain(x + (b0 + b) * QK, L + b * QK, bits, y);
+				pack_block(L + b * QK, y, bits, 2);
 			}
 		}
 	}
@@ -198,33 +212,31 @@ static void affine_block_plain(const float *x, uint8_t *L, int bits, uint8_t *dp
 static void affine_rows(const float *src, uint8_t *dst, int64_t nrows, int64_t n, const float *imatrix, int bits)
 {
 	const size_t bsize = bits == 4 ? 20 : 24;
-	uint8_t L[QK], Laux[QK];
-	float w[QK];
+	const int64_t nb = n / QK;
+	uint8_t L[CHUNK * QK];
+	float w[CHUNK * QK], d[CHUNK], min[CHUNK];
 
 	for (int64_t r = 0; r < nrows; r++) {
 		const float *x = src + r * n;
 		float sigma2 = imatrix ? row_sigma2(x, n) : 0;
 
-		for (int64_t b = 0; b < n / QK; b++) {
-			uint8_t *y = dst + (r * (n / QK) + b) * bsize;
-			const float *xb = x + b * QK;
+		for (int64_t b0 = 0; b0 < nb; b0 += CHUNK) {
+			int m = nb - b0 < CHUNK ? (int)(nb - b0) : CHUNK;
+			uint8_t *y = dst + (r * nb + b0) * bsize;
 
 			if (imatrix) {
-				float min;
-
-				imatrix_weights(xb, imatrix + b * QK, sigma2, w);
-				quant_put_f16(y, quant_make_qkx3(QK, (1 << bits) - 1, xb, w, L, &min, Laux, -0.9f, 0.05f, 36, false));
-				quant_put_f16(y + 2, -min);
-			} else {
-				affine_block_plain(xb, L, bits, y, y + 2);
+				imatrix_weights(x + b0 * QK, imatrix + b0 * QK, sigma2, w, m * QK);
+				quant_make_qkx(m, QK, (1 << bits) - 1, x + b0 * QK, w, L, d, min, -0.9f, 0.05f, 36,
+					       false, true);
 			}
-			if (bits == 4) {
-				pack_nibbles(L, y + 4, NULL);
-			} else {
-				uint32_t qh;
-
-				pack_nibbles(L, y + 8, &qh);
-				put_u32(y + 4, qh);
+			for (int b = 0; b < m; b++, y += bsize) {
+				if (imatrix) {
+					quant_put_f16(y, d[b]);
+					quant_put_f16(y + 2, -min[b]);
+				} else {
+					affine_block_plain(x + (b0 + b) * QK, L + b * QK, bits, y, y + 2);
+				}
+				pack_block(L + b * QK, y, bits, 4);
 			}
 		}
 	}

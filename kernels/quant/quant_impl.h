@@ -62,20 +62,19 @@ void quant_iq4_xs_dequant(const void *src, float *dst, int64_t n);
 /* ---- shared helpers ---- */
 
 /* search.c: the scale searches of ggml's k-quants, same float operations in the same order.
- * L receives levels already offset to be non-negative; each returns the block scale. */
+ * L receives levels already offset to be non-negative. The batched ones treat ngroups
+ * consecutive groups of n <= 32 values (x, weights and L all packed group after group). */
 
-/* Symmetric levels in [0, 2*nmax) for x ~ (L - nmax) * scale: rmse_type 0 is a plain
- * rounding, 1 a search over 18 nearby scales weighted by qw (or x^2 when qw is NULL). */
-float quant_make_qx(int n, int nmax, const float *x, int8_t *L, int rmse_type, const float *qw);
+/* make_qx_quants with rmse_type 1 per group: symmetric levels in [0, 2*nmax) for
+ * x ~ (L - nmax) * scale, searching 18 nearby scales, weighted by qw (x^2 when NULL). */
+void quant_make_qx(int ngroups, int n, int nmax, const float *x, const float *qw, int8_t *L, float *scales);
+/* make_qkx2_quants (qkx3 false) or make_qkx3_quants (true) per group: affine levels in
+ * [0, nmax] for x ~ L * scale - the_min, trying nstep + 1 scales from (nmax + rmin) / range
+ * in rdelta steps, with weights (never NULL) and squared (or, use_mad, absolute) error. */
+void quant_make_qkx(int ngroups, int n, int nmax, const float *x, const float *weights, uint8_t *L,
+		    float *scales, float *the_min, float rmin, float rdelta, int nstep, bool use_mad, bool qkx3);
 /* Symmetric 3-bit style levels with an iterative per-element refinement (do_rmse). */
 float quant_make_q3(int n, int nmax, const float *x, int8_t *L, bool do_rmse);
-/* Affine levels in [0, nmax] for x ~ L * scale - *the_min, searching nstep+1 scales from
- * (nmax + rmin) / range in rdelta steps; weights must not be NULL. */
-float quant_make_qkx2(int n, int nmax, const float *x, const float *weights, uint8_t *L,
-		      float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad);
-/* The imatrix variant of make_qkx2 (weights NULL means x^2). */
-float quant_make_qkx3(int n, int nmax, const float *x, const float *weights, uint8_t *L,
-		      float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad);
 /* Non-negative levels in [0, nmax] for the non-negative x (sub-block scales and mins),
  * weighted by quant_weights. */
 float quant_make_qp(int n, int nmax, const float *x, uint8_t *L, const float *quant_weights);

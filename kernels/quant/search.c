@@ -20,81 +20,6 @@ static int clampi(int v, int lo, int hi)
 	return v < lo ? lo : v > hi ? hi : v;
 }
 
-/* The weight make_qx gives element i when no explicit weights are passed. */
-static float qx_weight(const float *qw, const float *x, int i, int rmse_type)
-{
-	if (qw)
-		return qw[i];
-	switch (rmse_type) {
-	case 1: return x[i] * x[i];
-	case 2: return 1;
-	case 3: return fabsf(x[i]);
-	default: return sqrtf(fabsf(x[i]));
-	}
-}
-
-float quant_make_qx(int n, int nmax, const float *x, int8_t *L, int rmse_type, const float *qw)
-{
-	float max = 0, amax = 0;
-
-	for (int i = 0; i < n; i++) {
-		float ax = fabsf(x[i]);
-
-		if (ax > amax) {
-			amax = ax;
-			max = x[i];
-		}
-	}
-	if (amax < GROUP_MAX_EPS) {
-		memset(L, 0, (size_t)n);
-		return 0.f;
-	}
-	float iscale = (float)-nmax / max;
-	if (rmse_type == 0) {
-		for (int i = 0; i < n; i++)
-			L[i] = (int8_t)(nmax + clampi(quant_nearest_int(iscale * x[i]), -nmax, nmax - 1));
-		return 1 / iscale;
-	}
-	bool return_early = false;
-	if (rmse_type < 0) {
-		rmse_type = -rmse_type;
-		return_early = true;
-	}
-	float sumlx = 0, suml2 = 0;
-	for (int i = 0; i < n; i++) {
-		int l = clampi(quant_nearest_int(iscale * x[i]), -nmax, nmax - 1);
-		float w = qx_weight(qw, x, i, rmse_type);
-
-		L[i] = (int8_t)(l + nmax);
-		sumlx += w * x[i] * (float)l;
-		suml2 += w * (float)l * (float)l;
-	}
-	float scale = suml2 ? sumlx / suml2 : 0.0f;
-	if (return_early)
-		return suml2 > 0 ? 0.5f * (scale + 1 / iscale) : 1 / iscale;
-	float best = scale * sumlx;
-	for (int is = -9; is <= 9; is++) {
-		if (is == 0)
-			continue;
-		iscale = -((float)nmax + 0.1f * (float)is) / max;
-		sumlx = suml2 = 0;
-		for (int i = 0; i < n; i++) {
-			int l = clampi(quant_nearest_int(iscale * x[i]), -nmax, nmax - 1);
-			float w = qx_weight(qw, x, i, rmse_type);
-
-			sumlx += w * x[i] * (float)l;
-			suml2 += w * (float)l * (float)l;
-		}
-		if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-			for (int i = 0; i < n; i++)
-				L[i] = (int8_t)(nmax + clampi(quant_nearest_int(iscale * x[i]), -nmax, nmax - 1));
-			scale = sumlx / suml2;
-			best = scale * sumlx;
-		}
-	}
-	return scale;
-}
-
 float quant_make_q3(int n, int nmax, const float *x, int8_t *L, bool do_rmse)
 {
 	float max = 0, amax = 0;
@@ -159,136 +84,239 @@ float quant_make_q3(int n, int nmax, const float *x, int8_t *L, bool do_rmse)
 	return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
-/* Fits scale and min of x ~ scale * Laux + min by weighted least squares; false when the
- * system is singular. */
-static bool fit_affine(float sum_w, float sum_x, float sum_l, float sum_l2, float sum_xl,
-		       float *scale, float *min)
-{
-	float D = sum_w * sum_l2 - sum_l * sum_l;
+/*
+ * The searches below run on eight groups at once, one group per vector lane (GCC vector
+ * extensions: SSE/AVX code where available, plain code elsewhere). Each lane performs
+ * exactly the scalar sequence of float operations of its own group, so the bytes are
+ * those of the one-group-at-a-time algorithm; only independent groups share instructions.
+ */
+typedef float vf __attribute__((vector_size(32)));
+typedef int32_t vi __attribute__((vector_size(32)));
+enum { LANES = 8, MAXN = 32 };
 
-	if (!(D > 0))
-		return false;
-	*scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-	*min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-	if (*min > 0) {
-		*min = 0;
-		*scale = sum_xl / sum_l2;
-	}
-	return true;
+/* On x86-64 the two search kernels are built twice, for AVX2 and for the baseline, and the
+ * loader picks one at start-up (same bytes either way: lanes never mix). Vectors cross
+ * function boundaries only by pointer, whose ABI does not depend on the target. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define QUANT_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define QUANT_CLONES
+#endif
+#define QUANT_INLINE static inline __attribute__((always_inline))
+
+/* *x = a in the lanes where mask is set. */
+QUANT_INLINE void vpick(vf *x, const vi *mask, const vf *a)
+{
+	*x = (vf)((*mask & (vi)*a) | (~*mask & (vi)*x));
 }
 
-static float affine_error(int n, const float *x, const float *weights, const uint8_t *L,
-			  float scale, float min, bool use_mad)
+/* nearest_int per lane (the float-add trick; |v| < 2^22). */
+QUANT_INLINE void vround(vi *r, const vf *v)
 {
-	float err = 0;
-
-	for (int i = 0; i < n; i++) {
-		float diff = scale * (float)L[i] + min - x[i];
-		float w = weights ? weights[i] : x[i] * x[i];
-
-		diff = use_mad ? fabsf(diff) : diff * diff;
-		err += w * diff;
-	}
-	return err;
+	*r = ((vi)(*v + 12582912.0f) & 0x007fffff) - 0x00400000;
 }
 
-/* The body both qkx searches share; qkx3 differs only in its NULL weights and the
- * degenerate test, which the callers handle. */
-static float qkx_search(int n, int nmax, const float *x, const float *weights, uint8_t *L,
-			float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep,
-			bool use_mad, float min, float max, float sum_w, float sum_x)
+/* Loads group g's element i of up to LANES consecutive groups of n into lanes (0 past ngroups). */
+static void transpose_in(const float *x, int ngroups, int n, vf *X)
 {
-	float iscale = (float)nmax / (max - min);
-	float scale = 1 / iscale;
-
 	for (int i = 0; i < n; i++)
-		L[i] = (uint8_t)clampi(quant_nearest_int(iscale * (x[i] - min)), 0, nmax);
-	float best = affine_error(n, x, weights, L, scale, min, use_mad);
-	if (nstep < 1) {
-		*the_min = -min;
-		return scale;
-	}
-	for (int is = 0; is <= nstep; is++) {
-		float sum_l = 0, sum_l2 = 0, sum_xl = 0, this_scale, this_min;
+		for (int g = 0; g < LANES; g++)
+			X[i][g] = g < ngroups ? x[g * n + i] : 0.0f;
+}
 
-		iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
+/* Affine level for v (make_qkx3's guarded rounding): 0 when v <= 0, nmax above it. */
+QUANT_INLINE void level_affine(vf *l, const vf *v, const vf *nmax)
+{
+	vi below = *v < *nmax, pos = *v > 0;
+	vf top = *nmax;
+	vi r;
+
+	vpick(&top, &below, v);
+	vround(&r, &top);
+	*l = (vf)((vi)__builtin_convertvector(r, vf) & pos);
+}
+
+/* Symmetric level in [-nmax, nmax) nearest to v. */
+QUANT_INLINE void level_sym(vf *l, const vf *v, int nmax)
+{
+	const vi lo = (vi){ 0 } - nmax, hi = (vi){ 0 } + (nmax - 1);
+	vi r, m;
+
+	vround(&r, v);
+
+	m = r < lo;
+	r = (m & lo) | (~m & r);
+	m = r > hi;
+	r = (m & hi) | (~m & r);
+	*l = __builtin_convertvector(r, vf);
+}
+
+/* Sum over i of W * (scale * L + min - X)^2 (or |...| with use_mad), in index order. */
+QUANT_INLINE void affine_error(vf *err, int n, const vf *X, const vf *W, const vf *L, const vf *scale,
+			       const vf *min, bool use_mad)
+{
+	*err = (vf){ 0 };
+	for (int i = 0; i < n; i++) {
+		vf diff = *scale * L[i] + *min - X[i];
+
+		diff = use_mad ? (vf)((vi)diff & 0x7fffffff) : diff * diff;
+		*err += W[i] * diff;
+	}
+}
+
+/* Eight groups of make_qkx2 (qkx3 false) or make_qkx3 (true): min, max and the weighted
+ * sums, a first rounding at nmax / range, then nstep + 1 trial scales, each fitted by
+ * weighted least squares; a trial that lowers the error replaces levels, scale and min
+ * (and its min shifts the range the later trials use, as in ggml). */
+QUANT_CLONES
+static void qkx8(int ngroups, int n, int nmax, const float *x, const float *w, uint8_t *L,
+		 float *scales, float *the_min, float rmin, float rdelta, int nstep, bool use_mad, bool qkx3)
+{
+	vf X[MAXN] = { 0 }, W[MAXN] = { 0 }, Lb[MAXN], La[MAXN], best, cur;
+	const vf zero = { 0 }, fmax = zero + (float)nmax;
+	vi m;
+
+	transpose_in(x, ngroups, n, X);
+	transpose_in(w, ngroups, n, W);
+	vf min = X[0], max = X[0], sum_w = W[0], sum_x = sum_w * X[0];
+	for (int i = 1; i < n; i++) {
+		m = X[i] < min;
+		vpick(&min, &m, &X[i]);
+		m = X[i] > max;
+		vpick(&max, &m, &X[i]);
+		sum_w += W[i];
+		sum_x += W[i] * X[i];
+	}
+	m = min > 0;
+	vpick(&min, &m, &zero);
+	/* degenerate lanes get zero levels and scale; their arithmetic below is discarded */
+	const vi flat = qkx3 ? (max <= min) : (max == min);
+	const vf min0 = min;
+	vf iscale = fmax / (max - min);
+	vf scale = 1 / iscale;
+	for (int i = 0; i < n; i++) {
+		vf v = iscale * (X[i] - min);
+
+		level_affine(&Lb[i], &v, &fmax);
+	}
+	affine_error(&best, n, X, W, Lb, &scale, &min, use_mad);
+	for (int is = 0; nstep >= 1 && is <= nstep; is++) {
+		vf sum_l = zero, sum_l2 = zero, sum_xl = zero;
+
+		iscale = (rmin + rdelta * (float)is + fmax) / (max - min);
 		for (int i = 0; i < n; i++) {
-			/* min may have moved close to max: clamp before rounding so that no
-			 * value outside nearest_int's range reaches it */
-			float v = iscale * (x[i] - min);
-			int l = v > 0 ? quant_nearest_int(v < (float)nmax ? v : (float)nmax) : 0;
-			float w = weights ? weights[i] : x[i] * x[i];
+			vf v = iscale * (X[i] - min);
 
-			Laux[i] = (uint8_t)l;
-			sum_l += w * (float)l;
-			sum_l2 += w * (float)l * (float)l;
-			sum_xl += w * (float)l * x[i];
+			level_affine(&La[i], &v, &fmax);
+			sum_l += W[i] * La[i];
+			sum_l2 += W[i] * La[i] * La[i];
+			sum_xl += W[i] * La[i] * X[i];
 		}
-		if (!fit_affine(sum_w, sum_x, sum_l, sum_l2, sum_xl, &this_scale, &this_min))
+		vf D = sum_w * sum_l2 - sum_l * sum_l;
+		vf this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+		vf this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+		vf only_scale = sum_xl / sum_l2;
+		m = this_min > 0;
+		vpick(&this_min, &m, &zero);
+		vpick(&this_scale, &m, &only_scale);
+		affine_error(&cur, n, X, W, La, &this_scale, &this_min, use_mad);
+		m = (D > 0) & (cur < best);
+		for (int i = 0; i < n; i++)
+			vpick(&Lb[i], &m, &La[i]);
+		vpick(&best, &m, &cur);
+		vpick(&scale, &m, &this_scale);
+		vpick(&min, &m, &this_min);
+	}
+	for (int g = 0; g < ngroups; g++) {
+		the_min[g] = flat[g] ? -min0[g] : -min[g];
+		scales[g] = flat[g] ? 0.f : scale[g];
+		for (int i = 0; i < n; i++)
+			L[g * n + i] = flat[g] ? 0 : (uint8_t)Lb[i][g];
+	}
+}
+
+void quant_make_qkx(int ngroups, int n, int nmax, const float *x, const float *weights, uint8_t *L,
+		    float *scales, float *the_min, float rmin, float rdelta, int nstep, bool use_mad, bool qkx3)
+{
+	for (int g = 0; g < ngroups; g += LANES) {
+		int m = ngroups - g < LANES ? ngroups - g : LANES;
+
+		qkx8(m, n, nmax, x + g * n, weights + g * n, L + g * n, scales + g, the_min + g, rmin,
+		     rdelta, nstep, use_mad, qkx3);
+	}
+}
+
+/* Eight groups of make_qx_quants with rmse_type 1: levels at -nmax / (signed absmax), then
+ * 18 nearby scales, keeping one when it captures more weighted energy sumlx^2 / suml2. */
+QUANT_CLONES
+static void qx8(int ngroups, int n, int nmax, const float *x, const float *qw, int8_t *L, float *scales)
+{
+	vf X[MAXN] = { 0 }, W[MAXN] = { 0 }, Lb[MAXN], La[MAXN];
+	const vf zero = { 0 };
+	vf amax = zero, max = zero, sumlx = zero, suml2 = zero;
+	vi m;
+
+	transpose_in(x, ngroups, n, X);
+	if (qw)
+		transpose_in(qw, ngroups, n, W);
+	else
+		for (int i = 0; i < n; i++)
+			W[i] = X[i] * X[i];
+	for (int i = 0; i < n; i++) {
+		vf ax = (vf)((vi)X[i] & 0x7fffffff);
+
+		m = ax > amax;
+		vpick(&amax, &m, &ax);
+		vpick(&max, &m, &X[i]);
+	}
+	const vi tiny = amax < GROUP_MAX_EPS;
+	vf iscale = (float)-nmax / max;
+	for (int i = 0; i < n; i++) {
+		vf v = iscale * X[i];
+
+		level_sym(&Lb[i], &v, nmax);
+		sumlx += W[i] * X[i] * Lb[i];
+		suml2 += W[i] * Lb[i] * Lb[i];
+	}
+	vf scale = sumlx / suml2, best;
+	m = suml2 == 0;
+	vpick(&scale, &m, &zero);
+	best = scale * sumlx;
+	for (int is = -9; is <= 9; is++) {
+		if (is == 0)
 			continue;
-		float cur = affine_error(n, x, weights, Laux, this_scale, this_min, use_mad);
-		if (cur < best) {
-			memcpy(L, Laux, (size_t)n);
-			best = cur;
-			scale = this_scale;
-			min = this_min;
+		iscale = -((float)nmax + 0.1f * (float)is) / max;
+		sumlx = suml2 = zero;
+		for (int i = 0; i < n; i++) {
+			vf v = iscale * X[i];
+
+			level_sym(&La[i], &v, nmax);
+			sumlx += W[i] * X[i] * La[i];
+			suml2 += W[i] * La[i] * La[i];
 		}
+		m = (suml2 > 0) & (sumlx * sumlx > best * suml2);
+		vf this_scale = sumlx / suml2, this_best;
+		this_best = this_scale * sumlx;
+		for (int i = 0; i < n; i++)
+			vpick(&Lb[i], &m, &La[i]);
+		vpick(&scale, &m, &this_scale);
+		vpick(&best, &m, &this_best);
 	}
-	*the_min = -min;
-	return scale;
+	for (int g = 0; g < ngroups; g++) {
+		scales[g] = tiny[g] ? 0.f : scale[g];
+		for (int i = 0; i < n; i++)
+			L[g * n + i] = tiny[g] ? 0 : (int8_t)((int)Lb[i][g] + nmax);
+	}
 }
 
-float quant_make_qkx2(int n, int nmax, const float *x, const float *weights, uint8_t *L,
-		      float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad)
+void quant_make_qx(int ngroups, int n, int nmax, const float *x, const float *qw, int8_t *L, float *scales)
 {
-	float min = x[0], max = x[0], sum_w = weights[0], sum_x = sum_w * x[0];
+	for (int g = 0; g < ngroups; g += LANES) {
+		int m = ngroups - g < LANES ? ngroups - g : LANES;
 
-	for (int i = 1; i < n; i++) {
-		if (x[i] < min)
-			min = x[i];
-		if (x[i] > max)
-			max = x[i];
-		sum_w += weights[i];
-		sum_x += weights[i] * x[i];
+		qx8(m, n, nmax, x + g * n, qw ? qw + g * n : NULL, L + g * n, scales + g);
 	}
-	if (min > 0)
-		min = 0;
-	if (max == min) {
-		memset(L, 0, (size_t)n);
-		*the_min = -min;
-		return 0.f;
-	}
-	return qkx_search(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad,
-			  min, max, sum_w, sum_x);
 }
-
-float quant_make_qkx3(int n, int nmax, const float *x, const float *weights, uint8_t *L,
-		      float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad)
-{
-	float min = x[0], max = x[0];
-	float sum_w = weights ? weights[0] : x[0] * x[0], sum_x = sum_w * x[0];
-
-	for (int i = 1; i < n; i++) {
-		float w = weights ? weights[i] : x[i] * x[i];
-
-		if (x[i] < min)
-			min = x[i];
-		if (x[i] > max)
-			max = x[i];
-		sum_w += w;
-		sum_x += w * x[i];
-	}
-	if (min > 0)
-		min = 0;
-	if (max <= min) {
-		memset(L, 0, (size_t)n);
-		*the_min = -min;
-		return 0.f;
-	}
-	return qkx_search(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad,
-			  min, max, sum_w, sum_x);
-}
-
 float quant_make_qp(int n, int nmax, const float *x, uint8_t *L, const float *quant_weights)
 {
 	float max = 0;
