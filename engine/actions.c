@@ -337,7 +337,7 @@ static int run_quantize(const graph *g, graph_node *n, const action_env *env, er
 		goto done;
 	have_plan = 1;
 	scratch_path(&sc, "model.gguf", out, sizeof out);
-	if (quantize_run(&plan, base, out, env->threads, NULL, NULL, e) < 0)
+	if (quantize_run(&plan, &in, out, env->threads, NULL, NULL, e) < 0)
 		goto done;
 	if (put_output(env, n, out, "model.gguf", e) < 0)
 		goto done;
