@@ -107,6 +107,12 @@ static int tensor_bytes(uint32_t type, const uint64_t *ne, uint32_t n_dims, uint
 	return 0;
 }
 
+/* x rounded up to a multiple of a (a power of two; x small enough not to wrap). */
+static uint64_t pad_to(uint64_t x, uint64_t a)
+{
+	return (x + a - 1) & ~(a - 1);
+}
+
 uint64_t gguf_nelements(const gguf_tensor *t)
 {
 	uint64_t n = 1;
@@ -921,7 +927,7 @@ static int place_tensors(cursor *c, gguf_file *f, const uint64_t *offset_at)
 				       t->name, t->offset, t->nbytes, f->data_offset + t->offset, c->size);
 		t->data = c->p + f->data_offset + t->offset;
 		/* Fits: the end is inside the file, so adding the padding cannot overflow. */
-		expect = t->offset + (t->nbytes + a - 1) / a * a;
+		expect = t->offset + pad_to(t->nbytes, a);
 	}
 	return 0;
 }
@@ -954,7 +960,7 @@ static int parse(gguf_file *f, err *e)
 	for (uint64_t i = 0; i < n_tensors; i++)
 		if (parse_tensor_info(&c, f, i, &names, &offset_at[i]) < 0)
 			goto fail;
-	f->data_offset = (c.pos + f->alignment - 1) / f->alignment * f->alignment;
+	f->data_offset = pad_to(c.pos, f->alignment);
 	if (place_tensors(&c, f, offset_at) < 0)
 		goto fail;
 	nameset_free(&names);
@@ -1277,7 +1283,11 @@ static int build_header(bytes *b, gguf_writer *w, const char *path, const gguf_m
 		if ((r = nameset_add(&set, w->names[i], i, &first)) != 0)
 			r = r < 0 ? err_set(e, "%s: out of memory", path)
 				  : err_set(e, "%s: duplicate tensor name '%s'", path, w->names[i]);
-		offset += (w->nbytes[i] + w->alignment - 1) / w->alignment * w->alignment;
+		/* A file offset must stay below 2^63 (off_t), so the sum cannot wrap either. */
+		else if (offset > (uint64_t)INT64_MAX - w->alignment ||
+			 w->nbytes[i] > (uint64_t)INT64_MAX - w->alignment - offset)
+			r = err_set(e, "%s: tensor '%s': the data section would exceed 2^63 bytes", path, w->names[i]);
+		offset += pad_to(w->nbytes[i], w->alignment);
 	}
 	nameset_free(&set);
 	if (!r && b->oom)
@@ -1308,7 +1318,7 @@ gguf_writer *gguf_writer_begin(const char *path, uint32_t alignment, const gguf_
 	if (writer_alignment(path, alignment, meta, &w->alignment, &add_key, e) < 0 ||
 	    build_header(&b, w, path, meta, tensors, add_key, e) < 0)
 		goto fail;
-	pad = (w->alignment - b.n % w->alignment) % w->alignment;
+	pad = pad_to(b.n, w->alignment) - b.n;
 	if (afile_open(&w->out, path, 1, 0, e) < 0)
 		goto fail;
 	if (afile_write(&w->out, b.p, b.n, e) < 0 || afile_zeros(&w->out, pad, e) < 0) {
@@ -1342,7 +1352,7 @@ int gguf_writer_write(gguf_writer *w, const void *buf, size_t n, err *e)
 		n -= k;
 		w->done += k;
 		if (w->done == w->nbytes[w->cur]) {
-			uint64_t pad = (w->alignment - w->done % w->alignment) % w->alignment;
+			uint64_t pad = pad_to(w->done, w->alignment) - w->done;
 
 			if (afile_zeros(&w->out, pad, e) < 0)
 				return -1;
