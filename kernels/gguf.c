@@ -635,19 +635,24 @@ static int rd_str(cursor *c, gguf_str *s, const char *fmt, ...)
 		       what, len, left(c));
 }
 
+static int check_name(cursor *c, uint64_t at, const gguf_str *s, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
 /* Checks a key or tensor name found at offset at (its length field) is valid UTF-8
- * without NUL bytes. */
-static int check_name(cursor *c, uint64_t at, const gguf_str *s, const char *what)
+ * without NUL bytes; fmt names it, formatted only on failure. */
+static int check_name(cursor *c, uint64_t at, const gguf_str *s, const char *fmt, ...)
 {
 	const char *nul = memchr(s->ptr, 0, s->len);
-	uint64_t bad;
+	uint64_t bad = nul ? (uint64_t)(nul - s->ptr) : utf8_bad((const uint8_t *)s->ptr, s->len);
+	char what[300];
+	va_list ap;
 
-	if (nul)
-		return fail_at(c, at + 8 + (uint64_t)(nul - s->ptr), "%s contains a NUL byte", what);
-	bad = utf8_bad((const uint8_t *)s->ptr, s->len);
-	if (bad < s->len)
-		return fail_at(c, at + 8 + bad, "%s is not valid UTF-8", what);
-	return 0;
+	if (bad == s->len)
+		return 0;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof what, fmt, ap);
+	va_end(ap);
+	return fail_at(c, at + 8 + bad, "%s %s", what, nul ? "contains a NUL byte" : "is not valid UTF-8");
 }
 
 /* Reads one fixed-size value at the cursor into v (caller checked the bytes are there). */
@@ -731,7 +736,7 @@ static int parse_kv(cursor *c, gguf_meta *m, uint64_t i, nameset *keys, uint64_t
 
 	if (rd_str(c, &k, "the key of metadata entry %" PRIu64, i) < 0)
 		return -1;
-	if (check_name(c, at, &k, "metadata key") < 0)
+	if (check_name(c, at, &k, "the key of metadata entry %" PRIu64, i) < 0)
 		return -1;
 	key = mem_dup(k.ptr, k.len);
 	if (!key || meta_reserve(m) < 0) {
@@ -856,7 +861,7 @@ static int parse_tensor_info(cursor *c, gguf_file *f, uint64_t i, nameset *names
 	if (s.len > GGUF_MAX_NAME)
 		return fail_at(c, at, "tensor %" PRIu64 ": name is %" PRIu64 " bytes long, more than the %d ggml allows",
 			       i, s.len, GGUF_MAX_NAME);
-	if (check_name(c, at, &s, "tensor name") < 0)
+	if (check_name(c, at, &s, "the name of tensor %" PRIu64, i) < 0)
 		return -1;
 	t->name = mem_dup(s.ptr, s.len);
 	if (!t->name)

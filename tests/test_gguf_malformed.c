@@ -303,14 +303,14 @@ static void test_corrupt(void)
 	CASE(put64(&b, L.toks_n, 1ull << 60), "huge string array", (long)L.toks_n, "toks", "cannot fit");
 	CASE(put64(&b, L.toks_s1, 1000), "string element past the end", (long)L.toks_s1, "string 1 of key 'toks'",
 	     "past the end");
-	CASE(b.p[L.arr_key + 8] = 0xff, "key not UTF-8", (long)L.arr_key + 8, "metadata key", "UTF-8");
+	CASE(b.p[L.arr_key + 8] = 0xff, "key not UTF-8", (long)L.arr_key + 8, "key of metadata entry 2", "UTF-8");
 	CASE((b.p[L.arr_key + 8] = 0xc1, b.p[L.arr_key + 9] = 0x81), "overlong UTF-8", (long)L.arr_key + 8, "UTF-8");
 	CASE((b.p[L.arr_key + 8] = 0xed, b.p[L.arr_key + 9] = 0xa0, b.p[L.arr_key + 10] = 0x80), "surrogate",
 	     (long)L.arr_key + 8, "UTF-8");
-	CASE(b.p[L.arr_key + 11] = 0, "NUL in key", (long)L.arr_key + 11, "NUL");
+	CASE(b.p[L.arr_key + 11] = 0, "NUL in key", (long)L.arr_key + 11, "entry 2", "NUL");
 	CASE(b.p[L.flag_key + 11] = '1', "duplicate key", (long)L.flag_key, "duplicate metadata key 'arr1'");
 	CASE(b.p[L.flag_val] = 2, "bool 2", (long)L.flag_val, "bool value 2");
-	CASE(b.p[L.t0_name + 8] = 0xfe, "tensor name not UTF-8", (long)L.t0_name + 8, "tensor name", "UTF-8");
+	CASE(b.p[L.t0_name + 8] = 0xfe, "tensor name not UTF-8", (long)L.t0_name + 8, "name of tensor 0", "UTF-8");
 	CASE(b.p[L.t1_name + 8] = 'w', "duplicate tensor", (long)L.t1_name, "duplicate tensor name 'w'");
 	CASE(put32(&b, L.t0_ndims, 5), "n_dims 5", (long)L.t0_ndims, "n_dims 5");
 	CASE(put32(&b, L.t0_ndims, 0), "n_dims 0", (long)L.t0_ndims, "n_dims 0");
