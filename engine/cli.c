@@ -8,6 +8,7 @@
 #include "cachecmd.h"
 #include "convert_cmd.h"
 #include "evalcmd.h"
+#include "imatrix_cmd.h"
 #include "inspect.h"
 #include "quantize_cmd.h"
 
@@ -23,7 +24,7 @@ static const cli_command commands[] = {
 	{ "cache", "check the build cache: cache verify", cachecmd_cache_help, cachecmd_cache_main },
 	{ "gc", "shrink the build cache", cachecmd_gc_help, cachecmd_gc_main },
 	{ "perplexity", "measure a model's perplexity on a text (llama-perplexity's method)", evalcmd_perplexity_help, evalcmd_perplexity_main },
-	{ "imatrix", "compute an importance matrix from a calibration text (llama-imatrix's method)", evalcmd_imatrix_help, evalcmd_imatrix_main },
+	{ "imatrix", "compute an importance matrix from a calibration text (llama-imatrix's method)", imatrix_cmd_help, imatrix_cmd_main },
 	{ "generate", "greedy continuation of a prompt, for smoke tests", evalcmd_generate_help, evalcmd_generate_main },
 	{ NULL, NULL, NULL, NULL },
 };
