@@ -24,6 +24,7 @@ static const cli_command commands[] = {
 	{ "cache", "check the build cache: cache verify", cachecmd_cache_help, cachecmd_cache_main },
 	{ "gc", "shrink the build cache", cachecmd_gc_help, cachecmd_gc_main },
 	{ "perplexity", "measure a model's perplexity on a text (llama-perplexity's method)", evalcmd_perplexity_help, evalcmd_perplexity_main },
+	{ "imatrix", "compute an importance matrix from a calibration text (llama-imatrix's method)", evalcmd_imatrix_help, evalcmd_imatrix_main },
 	{ "generate", "greedy continuation of a prompt, for smoke tests", evalcmd_generate_help, evalcmd_generate_main },
 	{ "keygen", "make an Ed25519 signing key pair for release attestations", audit_keygen_help, audit_keygen_main },
 	{ "audit", "where a GGUF came from, checked against its signed attestation", audit_help, audit_main },
