@@ -17,6 +17,7 @@
 #include "quant.h"
 #include "quantize.h"
 #include "rules.h"
+#include "sha256.h"
 #include "tiers.h"
 
 const char *action_output_path(const action_env *env, const graph_node *n, const char *name, char *buf,
@@ -298,6 +299,52 @@ static int tier_opts(const recipe_tier *t, tier_options *o, tier_rule **rules, e
 	return 0;
 }
 
+static int set_hex(gguf_meta *m, const char *key, const uint8_t d[32])
+{
+	char hex[65];
+
+	return gguf_meta_set_str(m, key, sha256_hex(d, hex));
+}
+
+/* The qbake.* lineage keys of a quantized file: where every input came from. Each value
+ * is a function of the node's key (which covers its dependencies' keys), so a cached
+ * output always carries the lineage it would be built with now. */
+static int lineage_quantize(const graph *g, const graph_node *n, gguf_meta *m)
+{
+	const graph_node *imx = n->ndeps > 1 ? n->deps[1] : NULL;
+	const recipe *r = g->r;
+	uint8_t d[32];
+	int rc = 0;
+
+	rc |= gguf_meta_set_str(m, "qbake.version", QBAKE_VERSION);
+	rc |= gguf_meta_set_str(m, "qbake.release", r->name);
+	rc |= gguf_meta_set_str(m, "qbake.tier", n->tier->name);
+	rc |= set_hex(m, "qbake.node.key", n->key);
+	graph_inputs_digest(g->baseline, d);
+	rc |= set_hex(m, "qbake.source.sha256", d);
+	rc |= gguf_meta_set_str(m, "qbake.baseline.type", recipe_baseline_name(r->baseline));
+	rc |= set_hex(m, "qbake.baseline.sha256", graph_output(g->baseline, "model.gguf")->digest);
+	if (imx) {
+		int imported = r->imatrix.kind == RECIPE_IMATRIX_FILE;
+
+		rc |= set_hex(m, "qbake.imatrix.sha256", graph_output(imx, "imatrix.gguf")->digest);
+		rc |= gguf_meta_set_str(m, "qbake.imatrix.origin", imported ? "imported" : "computed");
+		if (!imported) {
+			graph_inputs_digest(imx, d);
+			rc |= set_hex(m, "qbake.imatrix.corpus.sha256", d);
+			rc |= gguf_meta_set_u64(m, "qbake.imatrix.ctx", (uint64_t)r->imatrix.ctx);
+			rc |= gguf_meta_set_u64(m, "qbake.imatrix.chunks", (uint64_t)r->imatrix.chunks);
+			if (r->imatrix.from[0])
+				rc |= gguf_meta_set_str(m, "qbake.imatrix.from", r->imatrix.from);
+		}
+	}
+	if (r->requantized_baseline.set)
+		rc |= gguf_meta_set_str(m, "qbake.override.requantized_baseline", r->requantized_baseline.reason);
+	if (r->eval_overlap.set)
+		rc |= gguf_meta_set_str(m, "qbake.override.eval_overlap", r->eval_overlap.reason);
+	return rc ? -1 : 0;
+}
+
 static int run_quantize(const graph *g, graph_node *n, const action_env *env, err *e)
 {
 	char base[4200], imx_path[4200], out[4200], imx_name[256];
@@ -336,6 +383,10 @@ static int run_quantize(const graph *g, graph_node *n, const action_env *env, er
 	if (quantize_plan_make(&plan, &in, &qp, e) < 0)
 		goto done;
 	have_plan = 1;
+	if (lineage_quantize(g, n, &plan.meta) < 0) {
+		err_set(e, "out of memory");
+		goto done;
+	}
 	scratch_path(&sc, "model.gguf", out, sizeof out);
 	if (quantize_run(&plan, &in, out, env->threads, NULL, NULL, e) < 0)
 		goto done;

@@ -190,22 +190,35 @@ static graph_node *baseline_node(graph *g, const recipe *r, err *e)
 	return n;
 }
 
-static json_t *tier_params(const recipe_tier *t)
+/* Rule overrides, which the outputs' lineage records (so they are parameters). */
+static json_t *overrides(const recipe *r)
+{
+	json_t *o = json_object();
+
+	if (r->requantized_baseline.set)
+		json_object_set_new(o, "requantized_baseline", json_string(r->requantized_baseline.reason));
+	if (r->eval_overlap.set)
+		json_object_set_new(o, "eval_overlap", json_pack("{s:s, s:f}", "reason", r->eval_overlap.reason,
+								 "max_percent", r->eval_overlap.max));
+	return o;
+}
+
+static json_t *tier_params(const recipe *r, const recipe_tier *t)
 {
 	json_t *types = json_array();
 	json_t *p;
 
 	for (size_t i = 0; i < t->n_tensor_types; i++)
 		json_array_append_new(types, json_pack("[s,s]", t->tensor_types[i].pattern, t->tensor_types[i].type));
-	p = json_pack("{s:s, s:b, s:b, s:s, s:s, s:o}", "tier", t->name, "pure", t->pure,
+	p = json_pack("{s:s, s:b, s:b, s:s, s:s, s:o, s:o}", "tier", t->name, "pure", t->pure,
 		      "leave_output_tensor", t->leave_output_tensor, "output_tensor_type", t->output_tensor_type,
-		      "token_embedding_type", t->token_embedding_type, "tensor_types", types);
+		      "token_embedding_type", t->token_embedding_type, "tensor_types", types, "overrides", overrides(r));
 	return p;
 }
 
 static graph_node *quantize_node(graph *g, const recipe_tier *t, graph_node *imatrix, const char *label, err *e)
 {
-	graph_node *n = add_node(g, GRAPH_QUANTIZE, label, tier_params(t), e);
+	graph_node *n = add_node(g, GRAPH_QUANTIZE, label, tier_params(g->r, t), e);
 
 	if (!n)
 		return NULL;
@@ -337,17 +350,35 @@ int graph_hash_inputs(graph *g, store *s, err *e)
 	return 0;
 }
 
-int graph_key(graph_node *n, err *e)
+/* A digest of a node's direct inputs (names, digests, sizes): how lineage names a
+ * source checkpoint or a corpus as one value. */
+void graph_inputs_digest(const graph_node *n, uint8_t d[32])
 {
-	uint64_t nouts = 0;
 	hkey h;
 
-	for (int i = 0; i < n->ndeps; i++) {
+	if (hkey_begin(&h, "qbake-inputs 1", NULL) < 0) {
+		memset(d, 0, 32);
+		return;
+	}
+	hkey_list(&h, n->ninputs);
+	for (size_t k = 0; k < n->ninputs; k++) {
+		hkey_list(&h, 3);
+		hkey_str(&h, n->inputs[k].name);
+		hkey_digest(&h, n->inputs[k].digest);
+		hkey_u64(&h, n->inputs[k].size);
+	}
+	hkey_end(&h, d);
+}
+
+int graph_key(graph_node *n, err *e)
+{
+	hkey h;
+
+	for (int i = 0; i < n->ndeps; i++)
 		if (n->deps[i]->state != GRAPH_CACHED && n->deps[i]->state != GRAPH_BUILT)
 			return 0;
-		nouts += n->deps[i]->result.nouts;
-	}
-	if (hkey_begin(&h, "qbake-node 1", e) < 0)
+	/* The tool version is part of every key: outputs record it in their lineage. */
+	if (hkey_begin(&h, "qbake-node 1 qbake " QBAKE_VERSION, e) < 0)
 		return err_prefix(e, "%s", n->label);
 	hkey_field(&h, "action");
 	hkey_str(&h, graph_kind_name(n->kind));
@@ -363,11 +394,16 @@ int graph_key(graph_node *n, err *e)
 		hkey_digest(&h, n->inputs[k].digest);
 		hkey_u64(&h, n->inputs[k].size);
 	}
+	/* Each dependency by its key as well as its outputs: lineage written into an output
+	 * names what its inputs were made from (corpus digests, say), so that must count. */
 	hkey_field(&h, "deps");
-	hkey_list(&h, nouts);
+	hkey_list(&h, (uint64_t)n->ndeps);
 	for (int i = 0; i < n->ndeps; i++) {
 		const store_action *a = &n->deps[i]->result;
 
+		hkey_list(&h, 2);
+		hkey_digest(&h, n->deps[i]->key);
+		hkey_list(&h, a->nouts);
 		for (size_t k = 0; k < a->nouts; k++) {
 			hkey_list(&h, 3);
 			hkey_str(&h, a->outs[k].name);

@@ -78,6 +78,8 @@ int graph_hash_inputs(graph *g, store *s, err *e);
 /* Computes n's key when every dependency has its result; returns 1 when keyed, 0 when a
  * dependency is not resolved yet, -1 on error. */
 int graph_key(graph_node *n, err *e);
+/* Writes the digest of n's direct inputs (names, digests and sizes), for lineage. */
+void graph_inputs_digest(const graph_node *n, uint8_t d[32]);
 /* The output named name of a resolved node, or NULL. */
 const store_output *graph_output(const graph_node *n, const char *name);
 /* The version hashed into the keys of kind's nodes. */

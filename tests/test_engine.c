@@ -1,5 +1,6 @@
 /* test_engine.c - incremental builds: which steps run after which change, and the rules */
 #include <fcntl.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,43 @@ static char *slurp_out(const char *name)
 	return check_slurp(path, NULL);
 }
 
+/* The lineage keys of a release file agree with the lock file's record of the build. */
+static void check_lineage(const char *file, const char *tier)
+{
+	char path[2048], *lock_text = slurp_out("qbake.lock");
+	json_t *lock = lock_text ? json_loads(lock_text, 0, NULL) : NULL, *node;
+	const char *base_digest = NULL, *tier_key = NULL;
+	gguf_file f;
+	err e = { 0 };
+	size_t i;
+
+	json_array_foreach(json_object_get(lock, "nodes"), i, node) {
+		const char *label = json_string_value(json_object_get(node, "label"));
+
+		if (strcmp(label, "baseline") == 0)
+			base_digest = json_string_value(json_array_get(json_array_get(json_object_get(node, "outputs"), 0), 1));
+		if (strncmp(label, "quantize ", 9) == 0 && strcmp(label + 9, tier) == 0)
+			tier_key = json_string_value(json_object_get(node, "key"));
+	}
+	snprintf(path, sizeof path, "%s/%s", out, file);
+	CHECK(gguf_open(&f, path, &e) == 0, "%s", e.msg);
+	if (!e.set) {
+		const char *t = gguf_meta_get_str(&f.meta, "qbake.tier"), *b = gguf_meta_get_str(&f.meta, "qbake.baseline.sha256");
+		const char *k = gguf_meta_get_str(&f.meta, "qbake.node.key"), *v = gguf_meta_get_str(&f.meta, "qbake.version");
+
+		CHECK(t && strcmp(t, tier) == 0, "qbake.tier %s", t ? t : "(missing)");
+		CHECK(b && base_digest && strcmp(b, base_digest) == 0, "qbake.baseline.sha256 %s, lock says %s",
+		      b ? b : "(missing)", base_digest ? base_digest : "(missing)");
+		CHECK(k && tier_key && strcmp(k, tier_key) == 0, "qbake.node.key %s, lock says %s", k ? k : "(missing)",
+		      tier_key ? tier_key : "(missing)");
+		CHECK(v && strlen(v) > 0, "qbake.version");
+		CHECK(gguf_meta_find(&f.meta, "qbake.imatrix.sha256") == NULL, "no imatrix lineage without an imatrix");
+		gguf_close(&f);
+	}
+	json_decref(lock);
+	free(lock_text);
+}
+
 static void test_incremental(void)
 {
 	build_result res;
@@ -99,6 +137,7 @@ static void test_incremental(void)
 	CHECK(sums1 && strstr(sums1, "  tiny-Q8_0.gguf\n") && strstr(sums1, "  tiny-Q4_0.gguf\n"), "SHA256SUMS: %s",
 	      sums1 ? sums1 : "(missing)");
 	CHECK(check_system("cd '%s' && sha256sum --quiet -c SHA256SUMS", out) == 0, "sha256sum -c passes");
+	check_lineage("tiny-Q4_0.gguf", "Q4_0");
 
 	/* Nothing changed: nothing runs, the release is left alone. */
 	snprintf(path, sizeof path, "%s/tiny-Q8_0.gguf", out);
