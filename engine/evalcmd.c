@@ -300,13 +300,18 @@ int evalcmd_perplexity_main(int argc, char **argv)
 				snprintf(k, sizeof k, "%g", eval_dp_pcts[i]);
 				json_object_set_new(dp, k, json_real(100 * c.dp_pct[i]));
 			}
-			json_object_update(o, json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:o, s:f, s:f, s:f, s:o, s:f, s:f}",
+			json_t *x = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:o, s:f, s:f, s:f, s:o, s:f, s:f}",
 							"base_ppl", c.base.ppl, "base_ppl_err", c.base.ppl_err,
 							"ln_ppl_ratio", c.ln_ratio, "ppl_ratio", c.test.ppl / c.base.ppl,
 							"kld", c.kld, "kld_err", c.kld_err, "kld_percentiles", kp, "dp",
 							100 * c.dp, "dp_err", 100 * c.dp_err, "dp_rms", 100 * c.dp_rms,
 							"dp_percentiles", dp, "same_top", 100 * c.same_top, "same_top_err",
-							100 * c.same_top_err));
+							100 * c.same_top_err);
+			if (!x || json_object_update(o, x)) {
+				json_decref(o);
+				o = NULL;
+			}
+			json_decref(x);
 		}
 		int bad = !o || json_dumpf(o, stdout, JSON_INDENT(2)) || putchar('\n') == EOF;
 		json_decref(o);
