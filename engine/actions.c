@@ -682,7 +682,7 @@ static int eval_tier(const graph *g, graph_node *n, const action_env *env, const
 	int rc;
 
 	action_output_path(env, g->base_eval, "logprobs.bin", base, sizeof base);
-	if (eval_compare_saved(l->m, l->v, text, len, (int)ev->ctx, (int)ev->chunks, base, &c, e) < 0)
+	if (eval_compare_saved(l->m, l->v, text, len, (int)ev->ctx, (int)ev->chunks, base, NULL, NULL, &c, e) < 0)
 		return -1;
 	if (!(smoke = smoke_tests(n, l, (int)ev->predict, e)))
 		return -1;
