@@ -288,7 +288,7 @@ static int check_imatrix_baseline(const char *imx_path, const uint8_t base[32], 
 
 	if (gguf_open(&f, imx_path, &ignored) < 0)
 		return 0; /* not a GGUF: the legacy format */
-	recorded = gguf_meta_get_str(&f.meta, "qbake.imatrix.baseline_sha256");
+	recorded = gguf_meta_get_str(&f.meta, imx_baseline_key);
 	if (recorded && strcmp(recorded, sha256_hex(base, hex)) != 0)
 		rc = err_set(e, "%s was computed from the baseline with SHA-256 %s, not from this one (%s): an "
 				"importance matrix is only valid for the baseline it came from",
@@ -524,40 +524,41 @@ static int compute_imatrix(const graph *g, graph_node *n, const action_env *env,
 {
 	const graph_node *on = n->deps[0];
 	const recipe_imatrix *im = &g->r->imatrix;
-	char path[4200], out[4200], hex[65];
-	const char *extra[2], **datasets = NULL;
+	char path[4200], out[4200];
+	const char **datasets = NULL;
 	size_t len = 0, nsets = 0;
 	char *text = NULL;
-	eval_imx imx;
+	imx_file imx = { 0 };
+	imx_ppl ppl;
 	loaded l;
 	scratch sc;
 	int rc = -1;
 
-	memset(&imx, 0, sizeof imx);
 	if (scratch_open(&sc, env, e) < 0)
 		return -1;
 	if (load_model(&l, action_output_path(env, on, "model.gguf", path, sizeof path), env->threads, e) < 0)
 		goto done;
 	if (!(text = read_corpus(n, "calib[", &len, e)))
 		goto done;
-	if (eval_imatrix(l.m, l.v, text, len, (int)im->ctx, (int)im->chunks, NULL, NULL, &imx, e) < 0)
+	if (!(datasets = input_names(n, "calib[", &nsets))) {
+		err_set(e, "out of memory");
 		goto done;
-	extra[0] = "qbake.imatrix.baseline_sha256";
-	extra[1] = sha256_hex(graph_output(g->baseline, "model.gguf")->digest, hex);
-	datasets = input_names(n, "calib[", &nsets);
+	}
+	imx_params p = { .ctx = (int)im->ctx, .max_chunks = (int)im->chunks, .datasets = datasets,
+			 .n_datasets = nsets, .baseline_sha256 = graph_output(g->baseline, "model.gguf")->digest };
+	if (imx_compute(&imx, l.m, l.v, text, len, &p, &ppl, e) < 0)
+		goto done;
 	scratch_path(&sc, "imatrix.gguf", out, sizeof out);
-	if (!datasets || eval_imx_save_gguf(&imx, out, datasets, nsets, extra, 1, e) < 0)
+	if (imx_save(&imx, out, IMX_GGUF, e) < 0 || put_output(env, n, out, "imatrix.gguf", e) < 0)
 		goto done;
-	if (put_output(env, n, out, "imatrix.gguf", e) < 0)
-		goto done;
-	rc = set_figures(n, json_pack("{s:i, s:i, s:f, s:f}", "chunks", imx.chunks, "ctx", imx.chunk_size, "ppl",
-				      imx.ppl.ppl, "ppl_err", imx.ppl.ppl_err), e);
+	rc = set_figures(n, json_pack("{s:i, s:i, s:f, s:f}", "chunks", ppl.chunks, "ctx", (int)imx.chunk_size, "ppl",
+				      ppl.ppl, "ppl_err", ppl.ppl_err), e);
 done:
 	if (rc < 0)
 		err_prefix(e, "%s", n->label);
 	free(datasets);
 	free(text);
-	eval_imx_free(&imx);
+	imx_free(&imx);
 	unload_model(&l);
 	scratch_close(&sc, "imatrix.gguf");
 	return rc;

@@ -219,7 +219,8 @@ int imatrix_cmd_main(int argc, char **argv)
 	sha256_buf(f.map, f.size, digest);
 	fprintf(stderr, "%s: %s, %d layers, %d threads; %s: %zu bytes; ctx %d\n", a.model, hp->arch, hp->n_layer,
 		a.threads, a.corpus, len, a.ctx);
-	imx_params p = { .ctx = a.ctx, .max_chunks = a.chunks, .dataset = a.corpus, .baseline_sha256 = digest,
+	imx_params p = { .ctx = a.ctx, .max_chunks = a.chunks, .datasets = &a.corpus, .n_datasets = 1,
+			 .baseline_sha256 = digest,
 			 .progress = progress };
 	double t0 = now();
 	if (imx_compute(&im, m, v, text, len, &p, &ppl, &e) != 0) {

@@ -15,7 +15,8 @@
 
 static const char SUM2_SUFFIX[] = ".in_sum2", COUNTS_SUFFIX[] = ".counts", SUM_SUFFIX[] = ".in_sum",
 		  STATS_SUFFIX[] = ".stats";
-static const char BASELINE_KEY[] = "qbake.imatrix.baseline.sha256", SCHEMA_KEY[] = "imatrix.stats_schema";
+static const char SCHEMA_KEY[] = "imatrix.stats_schema";
+const char imx_baseline_key[] = "qbake.imatrix.baseline.sha256";
 
 const char *const imx_stats_schema[IMX_N_STATS] = {
 	"sum_sq", "mean", "elements", "std_deviation", "skewness", "kurtosis",
@@ -199,11 +200,11 @@ static int load_gguf(imx_file *f, const char *path, err *e)
 			type ? type : "missing");
 		goto out;
 	}
-	if (gguf_meta_find(&g.meta, BASELINE_KEY)) {
-		const char *hex = gguf_meta_get_str(&g.meta, BASELINE_KEY);
+	if (gguf_meta_find(&g.meta, imx_baseline_key)) {
+		const char *hex = gguf_meta_get_str(&g.meta, imx_baseline_key);
 
 		if (!hex || strlen(hex) != 64 || sha256_unhex(hex, f->baseline_sha256) != 0) {
-			err_set(e, "%s: %s is not a SHA-256 in hex", path, BASELINE_KEY);
+			err_set(e, "%s: %s is not a SHA-256 in hex", path, imx_baseline_key);
 			goto out;
 		}
 		f->has_baseline = true;
@@ -694,8 +695,8 @@ static int fill_header(imx_file *out, const imx_params *p, int n_chunks, err *e)
 		memcpy(out->baseline_sha256, p->baseline_sha256, 32);
 		out->has_baseline = true;
 	}
-	if (p->dataset) {
-		const char *b = base_name(p->dataset);
+	for (size_t i = 0; i < p->n_datasets; i++) {
+		const char *b = base_name(p->datasets[i]);
 
 		if (add_dataset(out, b, strlen(b)) != 0)
 			return err_set(e, "out of memory");
@@ -847,7 +848,7 @@ static int gguf_header(const imx_file *f, gguf_meta *meta, err *e)
 	if (any_stats)
 		rc |= gguf_meta_set_arr(meta, SCHEMA_KEY, GGUF_STRING, schema, IMX_N_STATS);
 	if (f->has_baseline)
-		rc |= gguf_meta_set_str(meta, BASELINE_KEY, sha256_hex(f->baseline_sha256, hex));
+		rc |= gguf_meta_set_str(meta, imx_baseline_key, sha256_hex(f->baseline_sha256, hex));
 	return rc ? err_set(e, "out of memory") : 0;
 }
 

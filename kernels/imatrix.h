@@ -30,6 +30,9 @@
 enum { IMX_N_STATS = 12 };
 extern const char *const imx_stats_schema[IMX_N_STATS];
 
+/* The GGUF key qbake records the baseline's digest under (64 lower-case hex digits). */
+extern const char imx_baseline_key[];
+
 /* Output formats of imx_save. */
 typedef enum imx_format {
 	IMX_GGUF = 0, /* llama-imatrix's GGUF format (general.type = imatrix) */
@@ -83,8 +86,9 @@ typedef void (*imx_progress_fn)(void *ctx, int chunk, int n_chunks, double ppl);
 typedef struct imx_params {
 	int ctx;                  /* tokens per chunk (llama-imatrix -c); 16 .. the model's context */
 	int max_chunks;           /* at most this many chunks; 0: every whole chunk of the text */
-	const char *dataset;      /* corpus name to record in imatrix.datasets; any directory part
-	                             is dropped (no host paths in artifacts); NULL: none recorded */
+	const char *const *datasets; /* corpus names to record in imatrix.datasets, n_datasets of
+	                             them; any directory part is dropped (no host paths in artifacts) */
+	size_t n_datasets;
 	const uint8_t *baseline_sha256; /* 32 bytes: the model file's SHA-256, recorded as
 	                             qbake.imatrix.baseline.sha256; NULL: not recorded */
 	imx_progress_fn progress; /* optional */

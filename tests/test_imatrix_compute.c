@@ -161,7 +161,8 @@ static void against_golden(loaded *l, const char *text, size_t len)
 	char p[4096];
 
 	sha256_buf(l->f.map, l->f.size, digest);
-	imx_params par = { .ctx = 256, .max_chunks = 64, .dataset = "../../fixtures/corpora/calib.txt",
+	const char *ds = "../../fixtures/corpora/calib.txt";
+	imx_params par = { .ctx = 256, .max_chunks = 64, .datasets = &ds, .n_datasets = 1,
 			   .baseline_sha256 = digest, .progress = progress };
 	CHECK(imx_load(&g, gg, &e) == 0, "%s", e.msg);
 	CHECK(imx_compute(&q, l->m, l->v, text, len, &par, &ppl, &e) == 0, "%s", e.msg);
