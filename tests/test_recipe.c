@@ -441,7 +441,7 @@ static void test_sandbox(void)
 	expect_error("non-string error", "error({})\n", 0, "an error that is not a string", (const char *)NULL);
 	/* Small limits can be set by the caller. */
 	{
-		err e;
+		err e = { 0 };
 		recipe_limits lim = { .instructions = 50000 };
 		char path[4600];
 
