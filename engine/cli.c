@@ -7,12 +7,15 @@
 #include "cachecmd.h"
 #include "convert_cmd.h"
 #include "inspect.h"
+#include "quantize_cmd.h"
 
 /* Each command lives in its own module; this table is the only place that lists them. */
 static const cli_command commands[] = {
 	{ "inspect", "describe a GGUF file, a safetensors checkpoint or an HF model folder", inspect_help, inspect_main },
 	{ "convert", "Hugging Face checkpoint folder to GGUF (Llama, Mistral, Qwen2)", convert_cmd_help,
 	  convert_cmd_main },
+	{ "quantize", "quantize an F16/BF16/F32 GGUF to a tier, bit-identical to llama-quantize", quantize_cmd_help,
+	  quantize_cmd_main },
 	{ "cache", "check the build cache: cache verify", cachecmd_cache_help, cachecmd_cache_main },
 	{ "gc", "shrink the build cache", cachecmd_gc_help, cachecmd_gc_main },
 	{ NULL, NULL, NULL, NULL },

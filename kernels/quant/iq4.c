@@ -21,24 +21,35 @@ enum {
 /* Below this a block is treated as all zero (ggml's GROUP_MAX_EPS). */
 #define IQ4_EPS 1e-15f
 
-/* Index of the grid point nearest x; on a tie the upper one (ggml's best_index_int8). */
+/* below[k + 128]: the largest i <= 14 with iq4_grid[i] <= k, for k = -128..127. Since the
+ * grid points are integers, iq4_grid[i] <= x exactly when iq4_grid[i] <= floor(x), so this
+ * finds the bracketing pair that a binary search would, in one step. */
+static const uint8_t below[256] = {
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3,
+	3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5,
+	5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+	7, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 10, 10, 10, 10, 10, 10, 10,
+	10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 12,
+	12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 14, 14, 14, 14, 14, 14, 14,
+	14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14
+};
+
+/* Index of the grid point nearest x; on a tie the upper one; NaN gives 15 (all as ggml's
+ * binary-search best_index_int8 answers, whose final comparison is repeated here). */
 static int nearest_grid(float x)
 {
-	int lo = 0, hi = 15;
+	int k, lo;
 
 	if (x <= iq4_grid[0])
 		return 0;
-	if (x >= iq4_grid[15])
+	if (x >= iq4_grid[15] || x != x)
 		return 15;
-	while (hi - lo > 1) {
-		int mid = (lo + hi) / 2;
-
-		if (x < iq4_grid[mid])
-			hi = mid;
-		else
-			lo = mid;
-	}
-	return x - iq4_grid[hi - 1] < iq4_grid[hi] - x ? hi - 1 : hi;
+	k = (int)x; /* truncation; make it floor for negative non-integers */
+	if ((float)k > x)
+		k--;
+	lo = below[k + 128];
+	return x - iq4_grid[lo] < iq4_grid[lo + 1] - x ? lo : lo + 1;
 }
 
 /* Weighted sums of one 32-element sub-block quantized with inverse scale id. */
