@@ -6,6 +6,7 @@
 
 #include "cachecmd.h"
 #include "convert_cmd.h"
+#include "evalcmd.h"
 #include "inspect.h"
 #include "quantize_cmd.h"
 
@@ -18,6 +19,8 @@ static const cli_command commands[] = {
 	  quantize_cmd_main },
 	{ "cache", "check the build cache: cache verify", cachecmd_cache_help, cachecmd_cache_main },
 	{ "gc", "shrink the build cache", cachecmd_gc_help, cachecmd_gc_main },
+	{ "perplexity", "measure a model's perplexity on a text (llama-perplexity's method)", evalcmd_perplexity_help, evalcmd_perplexity_main },
+	{ "generate", "greedy continuation of a prompt, for smoke tests", evalcmd_generate_help, evalcmd_generate_main },
 	{ NULL, NULL, NULL, NULL },
 };
 

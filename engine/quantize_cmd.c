@@ -273,7 +273,7 @@ static int run(const qargs *a)
 		for (size_t i = 0; i < plan.n && !a->quiet; i++)
 			print_item(&plan, i);
 		rc = 0;
-	} else if (quantize_run(&plan, a->in, a->out, a->threads, progress, &quiet, &e) == 0)
+	} else if (quantize_run(&plan, &in, a->out, a->threads, progress, &quiet, &e) == 0)
 		rc = 0;
 	if (rc == 0)
 		summary(&plan, a, now() - t0);

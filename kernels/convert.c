@@ -8,6 +8,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <jansson.h>
 
 #include "gguf.h"
@@ -543,13 +546,34 @@ static int meta_params(gguf_meta *m, const hparams *h, int ftype, err *e)
 
 /* ---- streaming the data ---- */
 
+/* Gives back the mapped source pages in [*from, to) once they are converted: the mapping is
+ * read-only, so the kernel re-reads them if ever needed, and the resident set stays about one
+ * chunk instead of growing to the whole checkpoint. */
+static void release(const uint8_t **from, const uint8_t *to)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = (uintptr_t)*from & ~(page - 1), b = (uintptr_t)to & ~(page - 1);
+
+	if (b > a) {
+		madvise((void *)a, b - a, MADV_DONTNEED);
+		*from = (const uint8_t *)b;
+	}
+}
+
 static int write_tensor(gguf_writer *w, const st_model *m, const plan *p, float *f32, float *tmp, uint16_t *h16,
 			uint64_t chunk_rows, err *e)
 {
 	uint64_t row = 0;
+	const uint8_t *done;
 
-	if (p->gen) {
+	if (p->gen)
 		return gguf_writer_write(w, p->gen, p->rows * sizeof(float), e);
+	done = p->src->data;
+	/* Start the kernel's read-ahead of the whole tensor: page cache, not resident set. */
+	{
+		uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)done & ~(page - 1);
+
+		madvise((void *)a, (uintptr_t)done + p->src->nbytes - a, MADV_WILLNEED);
 	}
 	while (row < p->rows) {
 		uint64_t nr = p->rows - row < chunk_rows ? p->rows - row : chunk_rows;
@@ -587,6 +611,7 @@ static int write_tensor(gguf_writer *w, const st_model *m, const plan *p, float 
 				return -1;
 		}
 		row += nr;
+		release(&done, (const uint8_t *)p->src->data + p->src->nbytes * row / p->rows);
 	}
 	return 0;
 }

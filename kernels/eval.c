@@ -92,3 +92,52 @@ done:
 	free(logits);
 	return rc;
 }
+
+int eval_generate(const model *m, const tok_vocab *v, const char *prompt, size_t len, int n_predict, tok_ids *out,
+		  err *e)
+{
+	const model_hparams *hp = model_params(m);
+	tok_ids in = { 0 };
+	model_cache *kv = NULL;
+	float *logits = malloc((size_t)hp->n_vocab * sizeof *logits);
+	int rc = -1;
+
+	if (!logits) {
+		err_set(e, "out of memory");
+		goto done;
+	}
+	if (tok_encode(v, prompt, len, true, true, &in, e))
+		goto done;
+	if (in.n == 0) {
+		err_set(e, "empty prompt and no BOS token");
+		goto done;
+	}
+	int n_ctx = (int)in.n + (n_predict > 0 ? n_predict : 0);
+	if (n_ctx > hp->n_ctx_train) {
+		err_set(e, "prompt (%zu tokens) + %d new tokens exceed the model's context %d", in.n, n_predict,
+			hp->n_ctx_train);
+		goto done;
+	}
+	if (!(kv = model_cache_new(m, n_ctx, e)) || model_decode(m, kv, in.ids, (int)in.n, logits, e))
+		goto done;
+	for (int i = 0; i < n_predict; i++) {
+		int32_t best = 0;
+		for (int32_t j = 1; j < hp->n_vocab; j++)
+			if (logits[j] > logits[best])
+				best = j;
+		if (tok_ids_push(out, best)) {
+			err_set(e, "out of memory");
+			goto done;
+		}
+		if (tok_is_eog(v, best) || i + 1 == n_predict)
+			break;
+		if (model_decode(m, kv, &best, 1, logits, e))
+			goto done;
+	}
+	rc = 0;
+done:
+	tok_ids_free(&in);
+	model_cache_free(kv);
+	free(logits);
+	return rc;
+}

@@ -30,6 +30,12 @@ typedef void (*eval_progress_fn)(void *ctx, int chunk, double ppl);
 int eval_perplexity(const model *m, const tok_vocab *v, const char *text, size_t len, int ctx, int max_chunks,
 		    eval_progress_fn progress, void *pctx, eval_ppl *out, err *e);
 
+/* Greedy continuation: tokenizes prompt (with BOS, special tokens parsed, as
+ * llama-completion does), then appends to out up to n_predict argmax tokens, stopping
+ * after an end-of-generation token. Returns 0, or -1 with e set. */
+int eval_generate(const model *m, const tok_vocab *v, const char *prompt, size_t len, int n_predict, tok_ids *out,
+		  err *e);
+
 /* log p(target) under logits[n_vocab] (log-softmax, sums in double). */
 double eval_logprob(const float *logits, int n_vocab, int32_t target);
 

@@ -107,6 +107,12 @@ static int tensor_bytes(uint32_t type, const uint64_t *ne, uint32_t n_dims, uint
 	return 0;
 }
 
+/* x rounded up to a multiple of a (a power of two; x small enough not to wrap). */
+static uint64_t pad_to(uint64_t x, uint64_t a)
+{
+	return (x + a - 1) & ~(a - 1);
+}
+
 uint64_t gguf_nelements(const gguf_tensor *t)
 {
 	uint64_t n = 1;
@@ -629,19 +635,24 @@ static int rd_str(cursor *c, gguf_str *s, const char *fmt, ...)
 		       what, len, left(c));
 }
 
+static int check_name(cursor *c, uint64_t at, const gguf_str *s, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
 /* Checks a key or tensor name found at offset at (its length field) is valid UTF-8
- * without NUL bytes. */
-static int check_name(cursor *c, uint64_t at, const gguf_str *s, const char *what)
+ * without NUL bytes; fmt names it, formatted only on failure. */
+static int check_name(cursor *c, uint64_t at, const gguf_str *s, const char *fmt, ...)
 {
 	const char *nul = memchr(s->ptr, 0, s->len);
-	uint64_t bad;
+	uint64_t bad = nul ? (uint64_t)(nul - s->ptr) : utf8_bad((const uint8_t *)s->ptr, s->len);
+	char what[300];
+	va_list ap;
 
-	if (nul)
-		return fail_at(c, at + 8 + (uint64_t)(nul - s->ptr), "%s contains a NUL byte", what);
-	bad = utf8_bad((const uint8_t *)s->ptr, s->len);
-	if (bad < s->len)
-		return fail_at(c, at + 8 + bad, "%s is not valid UTF-8", what);
-	return 0;
+	if (bad == s->len)
+		return 0;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof what, fmt, ap);
+	va_end(ap);
+	return fail_at(c, at + 8 + bad, "%s %s", what, nul ? "contains a NUL byte" : "is not valid UTF-8");
 }
 
 /* Reads one fixed-size value at the cursor into v (caller checked the bytes are there). */
@@ -725,7 +736,7 @@ static int parse_kv(cursor *c, gguf_meta *m, uint64_t i, nameset *keys, uint64_t
 
 	if (rd_str(c, &k, "the key of metadata entry %" PRIu64, i) < 0)
 		return -1;
-	if (check_name(c, at, &k, "metadata key") < 0)
+	if (check_name(c, at, &k, "the key of metadata entry %" PRIu64, i) < 0)
 		return -1;
 	key = mem_dup(k.ptr, k.len);
 	if (!key || meta_reserve(m) < 0) {
@@ -850,7 +861,7 @@ static int parse_tensor_info(cursor *c, gguf_file *f, uint64_t i, nameset *names
 	if (s.len > GGUF_MAX_NAME)
 		return fail_at(c, at, "tensor %" PRIu64 ": name is %" PRIu64 " bytes long, more than the %d ggml allows",
 			       i, s.len, GGUF_MAX_NAME);
-	if (check_name(c, at, &s, "tensor name") < 0)
+	if (check_name(c, at, &s, "the name of tensor %" PRIu64, i) < 0)
 		return -1;
 	t->name = mem_dup(s.ptr, s.len);
 	if (!t->name)
@@ -921,7 +932,7 @@ static int place_tensors(cursor *c, gguf_file *f, const uint64_t *offset_at)
 				       t->name, t->offset, t->nbytes, f->data_offset + t->offset, c->size);
 		t->data = c->p + f->data_offset + t->offset;
 		/* Fits: the end is inside the file, so adding the padding cannot overflow. */
-		expect = t->offset + (t->nbytes + a - 1) / a * a;
+		expect = t->offset + pad_to(t->nbytes, a);
 	}
 	return 0;
 }
@@ -954,7 +965,7 @@ static int parse(gguf_file *f, err *e)
 	for (uint64_t i = 0; i < n_tensors; i++)
 		if (parse_tensor_info(&c, f, i, &names, &offset_at[i]) < 0)
 			goto fail;
-	f->data_offset = (c.pos + f->alignment - 1) / f->alignment * f->alignment;
+	f->data_offset = pad_to(c.pos, f->alignment);
 	if (place_tensors(&c, f, offset_at) < 0)
 		goto fail;
 	nameset_free(&names);
@@ -1277,7 +1288,11 @@ static int build_header(bytes *b, gguf_writer *w, const char *path, const gguf_m
 		if ((r = nameset_add(&set, w->names[i], i, &first)) != 0)
 			r = r < 0 ? err_set(e, "%s: out of memory", path)
 				  : err_set(e, "%s: duplicate tensor name '%s'", path, w->names[i]);
-		offset += (w->nbytes[i] + w->alignment - 1) / w->alignment * w->alignment;
+		/* A file offset must stay below 2^63 (off_t), so the sum cannot wrap either. */
+		else if (offset > (uint64_t)INT64_MAX - w->alignment ||
+			 w->nbytes[i] > (uint64_t)INT64_MAX - w->alignment - offset)
+			r = err_set(e, "%s: tensor '%s': the data section would exceed 2^63 bytes", path, w->names[i]);
+		offset += pad_to(w->nbytes[i], w->alignment);
 	}
 	nameset_free(&set);
 	if (!r && b->oom)
@@ -1308,7 +1323,7 @@ gguf_writer *gguf_writer_begin(const char *path, uint32_t alignment, const gguf_
 	if (writer_alignment(path, alignment, meta, &w->alignment, &add_key, e) < 0 ||
 	    build_header(&b, w, path, meta, tensors, add_key, e) < 0)
 		goto fail;
-	pad = (w->alignment - b.n % w->alignment) % w->alignment;
+	pad = pad_to(b.n, w->alignment) - b.n;
 	if (afile_open(&w->out, path, 1, 0, e) < 0)
 		goto fail;
 	if (afile_write(&w->out, b.p, b.n, e) < 0 || afile_zeros(&w->out, pad, e) < 0) {
@@ -1342,7 +1357,7 @@ int gguf_writer_write(gguf_writer *w, const void *buf, size_t n, err *e)
 		n -= k;
 		w->done += k;
 		if (w->done == w->nbytes[w->cur]) {
-			uint64_t pad = (w->alignment - w->done % w->alignment) % w->alignment;
+			uint64_t pad = pad_to(w->done, w->alignment) - w->done;
 
 			if (afile_zeros(&w->out, pad, e) < 0)
 				return -1;

@@ -62,7 +62,8 @@ typedef struct gguf_value {
 	union {
 		uint64_t u;  /* U8, U16, U32, U64, BOOL (0/1) */
 		int64_t i;   /* I8, I16, I32, I64 */
-		double f;    /* F32, F64 (an F32 is exact in a double) */
+		double f;    /* F32, F64 (an F32 is exact in a double; only a signalling
+		                NaN scalar comes back quieted when written out again) */
 		gguf_str s;  /* STRING */
 		void *arr;   /* ARRAY: n elements in native layout: uint8_t[], ..., float[],
 		                double[], bool as uint8_t[], gguf_str[] for strings */
@@ -151,7 +152,7 @@ int gguf_parse(gguf_file *f, const void *buf, uint64_t size, const char *name, e
 void gguf_close(gguf_file *f);
 /* The tensor named name, or NULL. */
 const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name);
-/* Total element count of t. */
+/* Total element count of t (the product of its first n_dims dimensions). */
 uint64_t gguf_nelements(const gguf_tensor *t);
 
 /* A streaming writer. The header (metadata and tensor infos) is written by
@@ -162,11 +163,15 @@ typedef struct gguf_writer gguf_writer;
 
 /* Starts writing path (GGUF v3) with the given alignment (0 = general.alignment or 32),
  * metadata and tensor infos (offsets and nbytes are computed here, names and shapes
- * copied). Returns the writer, or NULL with e set. */
+ * copied; each tensor's n_dims is written as given). A nonzero alignment that
+ * general.alignment contradicts is an error; one other than 32 with no such key appends
+ * the key (u32), since readers learn the alignment only from it. Everything is
+ * validated first (keys, types, shapes, block multiples, duplicate names), so what is
+ * written reads back. Returns the writer, or NULL with e set and nothing at path. */
 gguf_writer *gguf_writer_begin(const char *path, uint32_t alignment, const gguf_meta *meta,
 			       const gguf_tensor *tensors, uint64_t n, err *e);
-/* Appends n bytes of tensor data; returns 0, or -1 (also when more bytes arrive than
- * the current tensor holds). */
+/* Appends n bytes of tensor data (a call may span several tensors); returns 0, or -1
+ * (also when more bytes arrive than all the tensors hold); after -1, abort. */
 int gguf_writer_write(gguf_writer *w, const void *buf, size_t n, err *e);
 /* Checks every tensor was written in full, pads, fsyncs and renames into place; frees w.
  * sha256 (may be NULL) receives the file's digest. Returns 0, or -1 with nothing left

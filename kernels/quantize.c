@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "quant.h"
 
@@ -245,7 +247,22 @@ static int write_tensor(gguf_writer *w, const quantize_item *it, const char *in_
 	return gguf_writer_write(w, out, it->out_bytes, e);
 }
 
-int quantize_run(const quantize_plan *p, const char *in_name, const char *out_path, int threads,
+/* Hands the input pages of a finished tensor back to the kernel, so that resident memory
+ * stays near one tensor whatever the model size (the mapping re-reads them if touched). */
+static void drop_pages(const gguf_file *in, const gguf_tensor *t)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t lo = (uintptr_t)t->data, hi = lo + t->nbytes;
+
+	if (!in->mapped || page == 0 || page == (uintptr_t)-1)
+		return;
+	lo = (lo + page - 1) / page * page;
+	hi = hi / page * page;
+	if (hi > lo)
+		madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+int quantize_run(const quantize_plan *p, const gguf_file *in, const char *out_path, int threads,
 		 quantize_progress_fn progress, void *ctx, err *e)
 {
 	gguf_tensor *infos = calloc(p->n ? p->n : 1, sizeof *infos);
@@ -267,8 +284,9 @@ int quantize_run(const quantize_plan *p, const char *in_name, const char *out_pa
 	if (!w)
 		goto out;
 	for (size_t i = 0; i < p->n; i++) {
-		if (write_tensor(w, &p->items[i], in_name, f32, out, threads < 1 ? 1 : threads, e) != 0)
+		if (write_tensor(w, &p->items[i], in->path, f32, out, threads < 1 ? 1 : threads, e) != 0)
 			goto out;
+		drop_pages(in, p->items[i].in);
 		if (progress)
 			progress(ctx, p, i);
 	}

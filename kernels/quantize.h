@@ -52,9 +52,10 @@ typedef void (*quantize_progress_fn)(void *ctx, const quantize_plan *p, size_t i
  * builds the output metadata. Returns 0, or -1 with e set; p is then empty. */
 int quantize_plan_make(quantize_plan *p, const gguf_file *in, const quantize_params *qp, err *e);
 /* Writes the planned file to out_path (temp file + rename; nothing is left at out_path on
- * error). Memory: one f32 buffer of the largest tensor plus its output buffer. progress may
+ * error); in is the file p was planned from. Memory: one f32 buffer of the largest tensor plus
+ * its output buffer; each input tensor's pages are released once it is written. progress may
  * be NULL. Returns 0, or -1 with e set (NaN/Inf weights name the tensor and row). */
-int quantize_run(const quantize_plan *p, const char *in_name, const char *out_path, int threads,
+int quantize_run(const quantize_plan *p, const gguf_file *in, const char *out_path, int threads,
 		 quantize_progress_fn progress, void *ctx, err *e);
 /* Releases the plan. */
 void quantize_plan_free(quantize_plan *p);

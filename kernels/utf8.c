@@ -72,6 +72,32 @@ size_t utf8_encode(uint32_t cp, char *out)
 	return 0;
 }
 
+size_t utf8_check(const char *s, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = 0;
+	while (i < n) {
+		unsigned c = u[i];
+		size_t len = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+		if (!len || len > n - i)
+			return i;
+		for (size_t k = 1; k < len; k++)
+			if ((u[i + k] & 0xC0) != 0x80)
+				return i;
+		if (len == 3) {
+			unsigned c1 = u[i + 1];
+			if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 > 0x9F))
+				return i; /* overlong, or a surrogate */
+		} else if (len == 4) {
+			unsigned c1 = u[i + 1];
+			if ((c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 > 0x8F))
+				return i; /* overlong, or above U+10FFFF */
+		}
+		i += len;
+	}
+	return n;
+}
+
 struct utf8_range {
 	uint32_t first;
 	unsigned char cls;

@@ -21,6 +21,9 @@ size_t utf8_len(unsigned char c);
 uint32_t utf8_decode(const char *s, size_t n, size_t *off);
 /* Writes cp as UTF-8 into out (4 bytes room); returns the byte count (0 if cp > 0x10FFFF). */
 size_t utf8_encode(uint32_t cp, char *out);
+/* Offset of the first byte of s[0..n) that does not start a well-formed UTF-8 sequence
+ * (overlong forms, surrogates and code points above U+10FFFF are ill-formed), or n. */
+size_t utf8_check(const char *s, size_t n);
 /* The UTF8_* class bits of cp (0 for unassigned code points). */
 unsigned utf8_class(uint32_t cp);
 

@@ -2274,9 +2274,10 @@ static int conv_main(lua_State *L)
 	if (conv_model(c, lua_gettop(L)))
 		return 0;
 	lua_pop(L, 1);
-	if (conv_baseline(c, t) || conv_corpora(c, t) || conv_imatrix(c, t) || conv_tiers(c, t) ||
-	    conv_eval(c, t) || conv_gates(c, t) || conv_rules(c, t) || check_held_out(c))
-		return 0;
+	/* Each step records its error in c->e; the first failing one stops the walk. */
+	if (conv_baseline(c, t) == 0 && conv_corpora(c, t) == 0 && conv_imatrix(c, t) == 0 &&
+	    conv_tiers(c, t) == 0 && conv_eval(c, t) == 0 && conv_gates(c, t) == 0 && conv_rules(c, t) == 0)
+		check_held_out(c);
 	return 0;
 }
 

@@ -126,7 +126,7 @@ typedef struct recipe_override {
 typedef struct recipe {
 	char *path; /* the recipe file as given to recipe_load (used in messages) */
 	char *dir;  /* real path of its folder; every recipe_file is relative to it */
-	char *name; /* release "name": [A-Za-z0-9._-], not starting with '.' or '-' */
+	char *name; /* release "name": [A-Za-z0-9._-], starting with a letter or digit */
 	int line;   /* line of the release call */
 	recipe_model model;
 	recipe_baseline baseline; /* default F16 (SOURCE for gguf sources) */

@@ -491,6 +491,122 @@ static void test_bad(const st_model *m)
 	expect_fail(dir, "config.json", "noconfig");
 }
 
+/* ---- other architectures and config styles ---- */
+
+/* A fixture copy whose config.json is edited by the sed script. */
+static void edited_copy(const char *dir, const char *sed)
+{
+	make_dir(dir, fixture);
+	CHECK(check_system("ln -sf '%s/model.safetensors' '%s/' && sed -i -e '%s' '%s/config.json'", fixture, dir, sed,
+			   dir) == 0, "edit %s", dir);
+}
+
+static void same_as_golden(const char *dir, const char *what)
+{
+	char out[4096], hex[65];
+	const char *want = golden_file_sha("pydoc-8m-F16.gguf");
+	err e = { 0 };
+
+	snprintf(out, sizeof out, "%s/%s.gguf", tmp, what);
+	CHECK(convert(dir, out, CONVERT_F16, "pydoc-8m", &e) == 0, "%s: %s", what, e.msg);
+	file_sha(out, hex);
+	CHECK(want && !strcmp(hex, want), "%s: differs from the golden F16 file", what);
+}
+
+static void test_arch(const st_model *m)
+{
+	char dir[2048], path[4096], out[4096];
+	err e = { 0 };
+	gguf_file g;
+
+	/* MistralForCausalLM is converted exactly as Llama by the reference. */
+	snprintf(dir, sizeof dir, "%s/mistral", tmp);
+	edited_copy(dir, "s/LlamaForCausalLM/MistralForCausalLM/; s/\"model_type\": \"llama\"/\"model_type\": \"mistral\"/");
+	same_as_golden(dir, "mistral");
+
+	/* transformers 4 spelling of the same config: rope_theta at the top, torch_dtype. */
+	snprintf(dir, sizeof dir, "%s/tf4", tmp);
+	edited_copy(dir, "/\"rope_parameters\"/,/}/c\\  \"rope_scaling\": null,\\n  \"rope_theta\": 10000.0,");
+	CHECK(check_system("sed -i 's/\"dtype\"/\"torch_dtype\"/' '%s/config.json' && ! grep -q rope_parameters '%s/config.json'",
+			   dir, dir) == 0, "tf4 config");
+	same_as_golden(dir, "tf4");
+
+	/* Linear RoPE scaling (transformers 4 style) adds its two keys after head_count_kv. */
+	snprintf(dir, sizeof dir, "%s/linear", tmp);
+	edited_copy(dir, "/\"rope_parameters\"/,/}/c\\  \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0},\\n  \"rope_theta\": 500000.0,");
+	snprintf(out, sizeof out, "%s/linear.gguf", tmp);
+	CHECK(convert(dir, out, CONVERT_BF16, NULL, &e) == 0, "linear: %s", e.msg);
+	if (gguf_open(&g, out, &e) == 0) {
+		long kv = gguf_meta_index(&g.meta, "llama.attention.head_count_kv");
+		double f = 0;
+
+		CHECK(kv > 0 && (size_t)kv + 3 < g.meta.n &&
+		      !strcmp(g.meta.kv[kv + 1].key, "llama.rope.scaling.type") &&
+		      !strcmp(g.meta.kv[kv + 2].key, "llama.rope.scaling.factor") &&
+		      !strcmp(g.meta.kv[kv + 3].key, "llama.rope.freq_base"), "rope scaling keys in the reference's place");
+		CHECK(!strcmp(gguf_meta_get_str(&g.meta, "llama.rope.scaling.type"), "linear"), "type");
+		CHECK(gguf_meta_get_f64(&g.meta, "llama.rope.freq_base", &f) == 0 && f == 500000.0, "theta %g", f);
+		gguf_close(&g);
+	} else {
+		CHECK(0, "%s", e.msg);
+	}
+
+	/* Qwen2: q/k/v biases, no q/k row permutation, no vocab_size or rope.dimension_count keys. */
+	snprintf(dir, sizeof dir, "%s/qwen2", tmp);
+	make_dir(dir, fixture);
+	check_system("sed -i 's/LlamaForCausalLM/Qwen2ForCausalLM/; s/\"model_type\": \"llama\"/\"model_type\": \"qwen2\"/' '%s/config.json'",
+		     dir);
+	{
+		wtensor *w = calloc(m->n_tensors + 24, sizeof *w);
+		static float bias[8][3][256];
+		size_t n = 0;
+		static char names[8][3][64];
+		static const char *const proj[3] = { "q", "k", "v" };
+
+		for (size_t i = 0; i < m->n_tensors; i++)
+			w[n++] = from_st(&m->tensors[i]);
+		for (int l = 0; l < 8; l++)
+			for (int p = 0; p < 3; p++) {
+				uint64_t len = p ? 128 : 256;
+
+				for (uint64_t i = 0; i < len; i++)
+					bias[l][p][i] = (float)(l * 1000 + p * 100) + (float)i * 0.25f;
+				snprintf(names[l][p], 64, "model.layers.%d.self_attn.%s_proj.bias", l, proj[p]);
+				w[n++] = (wtensor){ names[l][p], "F32", 1, { len, 0 }, bias[l][p], len * 4 };
+			}
+		snprintf(path, sizeof path, "%s/model.safetensors", dir);
+		write_st(path, w, n);
+		free(w);
+		snprintf(out, sizeof out, "%s/qwen2.gguf", tmp);
+		CHECK(convert(dir, out, CONVERT_BF16, NULL, &e) == 0, "qwen2: %s", e.msg);
+		if (gguf_open(&g, out, &e) == 0) {
+			const gguf_tensor *qb = gguf_find_tensor(&g, "blk.3.attn_q.bias");
+			const gguf_tensor *kb = gguf_find_tensor(&g, "blk.3.attn_k.bias");
+			const gguf_tensor *qw = gguf_find_tensor(&g, "blk.3.attn_q.weight");
+			const st_tensor *sq = st_find(m, "model.layers.3.self_attn.q_proj.weight");
+
+			CHECK(g.n_tensors == 75 + 24, "%llu tensors", (unsigned long long)g.n_tensors);
+			CHECK(!strcmp(gguf_meta_get_str(&g.meta, "general.architecture"), "qwen2"), "arch");
+			CHECK(gguf_meta_find(&g.meta, "qwen2.block_count") && gguf_meta_find(&g.meta, "qwen2.rope.freq_base"),
+			      "qwen2.* hyper-parameters");
+			CHECK(!gguf_meta_find(&g.meta, "qwen2.vocab_size") && !gguf_meta_find(&g.meta, "qwen2.rope.dimension_count"),
+			      "the reference's Qwen2 writes neither vocab_size nor rope.dimension_count");
+			CHECK(qb && qb->type == GGUF_TYPE_F32 && qb->n_dims == 1 && qb->ne[0] == 256 &&
+			      !memcmp(qb->data, bias[3][0], 1024), "q bias kept as is, F32");
+			CHECK(kb && kb->ne[0] == 128 && !memcmp(kb->data, bias[3][1], 512), "k bias not permuted");
+			CHECK(qw && sq && qw->type == GGUF_TYPE_BF16 && !memcmp(qw->data, sq->data, sq->nbytes),
+			      "Qwen2 q weight rows keep the checkpoint's order");
+			gguf_close(&g);
+		} else {
+			CHECK(0, "%s", e.msg);
+		}
+	}
+	/* The biases are required for Qwen2. */
+	snprintf(dir, sizeof dir, "%s/qwen2-nobias", tmp);
+	edited_copy(dir, "s/LlamaForCausalLM/Qwen2ForCausalLM/");
+	expect_fail(dir, "missing tensor model.layers.0.self_attn.q_proj.bias", "qwen2 without biases");
+}
+
 /* A smaller SentencePiece vocabulary is padded to vocab_size, as the reference does. */
 static void test_padding(void)
 {
@@ -538,6 +654,7 @@ int main(void)
 	if (st_open(&m, path, &e) == 0) {
 		test_shards(&m);
 		test_bad(&m);
+		test_arch(&m);
 		st_close(&m);
 	} else {
 		CHECK(0, "%s", e.msg);

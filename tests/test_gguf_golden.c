@@ -98,6 +98,31 @@ static int rewrite(const gguf_file *f, const char *out, uint8_t d[32])
 	return e.set ? -1 : 0;
 }
 
+/* A real llama.cpp file cut at 256 evenly spaced lengths: each refused with an offset. */
+static void truncations(const char *path)
+{
+	size_t size;
+	uint8_t *all = (uint8_t *)check_slurp(path, &size);
+	int refused = 0;
+
+	CHECK(all != NULL, "cannot read %s", path);
+	for (int k = 0; all && k < 256; k++) {
+		size_t n = size * (size_t)k / 256;
+		uint8_t *cut = malloc(n ? n : 1); /* exact size: ASan sees any read past it */
+		gguf_file f;
+		err e = { 0 };
+
+		memcpy(cut, all, n);
+		if (gguf_parse(&f, cut, n, "cut.gguf", &e) < 0 && strncmp(e.msg, "cut.gguf: offset ", 17) == 0)
+			refused++;
+		else
+			CHECK(0, "%s cut to %zu bytes: %s", path, n, e.set ? e.msg : "accepted");
+		free(cut);
+	}
+	CHECK(refused == 256, "%d of 256 truncations refused", refused);
+	free(all);
+}
+
 int main(void)
 {
 	char *golden = check_shared_path("golden");
@@ -133,6 +158,10 @@ int main(void)
 		printf("%s: %" PRIu64 " tensors, %zu keys\n", rel, f.n_tensors, f.meta.n);
 		gguf_close(&f);
 	}
+	truncations(paths[0]);
+	for (int i = 0; i < n_paths; i++)
+		if (strstr(paths[i], "imatrix.gguf"))
+			truncations(paths[i]);
 	/* Every kept golden file is in both reference lists (F32 is listed but not kept). */
 	CHECK(n_tsv == n_paths, "%d of %d files found in tensors.tsv", n_tsv, n_paths);
 	CHECK(n_sums == n_paths, "%d of %d files match file-sha256.txt", n_sums, n_paths);

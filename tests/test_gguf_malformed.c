@@ -141,7 +141,6 @@ static void expect_fail(const img *b, const char *what, long at, ...)
 		CHECK(0, "%s: accepted", what);
 		return;
 	}
-	fprintf(stderr, "%-28s %s\n", what, e.msg);
 	CHECK(strncmp(e.msg, "img.gguf: offset ", 17) == 0, "%s: message does not start with the offset: %s", what,
 	      e.msg);
 	snprintf(off, sizeof off, "offset %ld: ", at);
@@ -298,17 +297,20 @@ static void test_corrupt(void)
 	CASE(put32(&b, L.arr_atype, GGUF_ARRAY), "nested array", (long)L.arr_atype, "nested array");
 	CASE(put32(&b, L.arr_atype, 99), "bad element type", (long)L.arr_atype, "unknown array element type 99");
 	CASE(put64(&b, L.arr_n, UINT64_MAX / 2), "huge array", (long)L.arr_n, "arr1", "cannot fit");
+	/* Fewer elements than bytes left, but not 4 bytes each: the bound is per element. */
+	CASE(put64(&b, L.arr_n, (b.n - L.arr_n - 8) / 2), "array just too long", (long)L.arr_n, "arr1",
+	     "cannot fit");
 	CASE(put64(&b, L.toks_n, 1ull << 60), "huge string array", (long)L.toks_n, "toks", "cannot fit");
 	CASE(put64(&b, L.toks_s1, 1000), "string element past the end", (long)L.toks_s1, "string 1 of key 'toks'",
 	     "past the end");
-	CASE(b.p[L.arr_key + 8] = 0xff, "key not UTF-8", (long)L.arr_key + 8, "metadata key", "UTF-8");
+	CASE(b.p[L.arr_key + 8] = 0xff, "key not UTF-8", (long)L.arr_key + 8, "key of metadata entry 2", "UTF-8");
 	CASE((b.p[L.arr_key + 8] = 0xc1, b.p[L.arr_key + 9] = 0x81), "overlong UTF-8", (long)L.arr_key + 8, "UTF-8");
 	CASE((b.p[L.arr_key + 8] = 0xed, b.p[L.arr_key + 9] = 0xa0, b.p[L.arr_key + 10] = 0x80), "surrogate",
 	     (long)L.arr_key + 8, "UTF-8");
-	CASE(b.p[L.arr_key + 11] = 0, "NUL in key", (long)L.arr_key + 11, "NUL");
+	CASE(b.p[L.arr_key + 11] = 0, "NUL in key", (long)L.arr_key + 11, "entry 2", "NUL");
 	CASE(b.p[L.flag_key + 11] = '1', "duplicate key", (long)L.flag_key, "duplicate metadata key 'arr1'");
 	CASE(b.p[L.flag_val] = 2, "bool 2", (long)L.flag_val, "bool value 2");
-	CASE(b.p[L.t0_name + 8] = 0xfe, "tensor name not UTF-8", (long)L.t0_name + 8, "tensor name", "UTF-8");
+	CASE(b.p[L.t0_name + 8] = 0xfe, "tensor name not UTF-8", (long)L.t0_name + 8, "name of tensor 0", "UTF-8");
 	CASE(b.p[L.t1_name + 8] = 'w', "duplicate tensor", (long)L.t1_name, "duplicate tensor name 'w'");
 	CASE(put32(&b, L.t0_ndims, 5), "n_dims 5", (long)L.t0_ndims, "n_dims 5");
 	CASE(put32(&b, L.t0_ndims, 0), "n_dims 0", (long)L.t0_ndims, "n_dims 0");
@@ -332,6 +334,24 @@ static void test_corrupt(void)
 	expect_fail(&b, "64-byte name", (long)L.t0_name, "64 bytes long", NULL);
 }
 
+/* gguf_open's own failures, before any byte is parsed. */
+static void test_open(void)
+{
+	char path[512];
+	gguf_file f;
+	err e = { 0 };
+
+	CHECK(gguf_open(&f, "/nonexistent/x.gguf", &e) < 0 && strstr(e.msg, "/nonexistent/x.gguf: cannot open"),
+	      "%s", e.msg);
+	err_clear(&e);
+	CHECK(gguf_open(&f, check_tmpdir(), &e) < 0 && strstr(e.msg, "not a regular file"), "%s", e.msg);
+	snprintf(path, sizeof path, "%s/empty.gguf", check_tmpdir());
+	CHECK(check_system(": > '%s'", path) == 0, "cannot make %s", path);
+	err_clear(&e);
+	CHECK(gguf_open(&f, path, &e) < 0 && strstr(e.msg, "empty.gguf: offset 0: file is 0 bytes"), "%s", e.msg);
+	gguf_close(&f); /* harmless after a failure */
+}
+
 int main(void)
 {
 	img b;
@@ -340,6 +360,7 @@ int main(void)
 	size_t n;
 
 	test_valid();
+	test_open();
 	test_corrupt();
 	build(&b, &L, 3, "w");
 	test_truncated(b.p, b.n, "hand-built image");

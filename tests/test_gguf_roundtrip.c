@@ -366,6 +366,25 @@ static void test_writer_errors(const char *dir, const gguf_meta *m)
 		err_clear(&e);
 		CHECK(!gguf_writer_begin(path, 0, m, bad, 2, &e) && strstr(e.msg, "n_dims"), "%s", e.msg);
 		bad[1].n_dims = 2;
+		bad[1].type = GGUF_TYPE_F32;
+		bad[1].ne[0] = 1ull << 61; /* 2^63 bytes: no file offset can reach past it */
+		bad[1].ne[1] = 1;
+		err_clear(&e);
+		CHECK(!gguf_writer_begin(path, 0, m, bad, 2, &e) && strstr(e.msg, "exceed 2^63"), "%s", e.msg);
+		bad[1].ne[0] = 1ull << 59;
+		bad[0] = bad[1];
+		bad[0].name = "first"; /* 2^61 + 2^61 bytes fit; a third would not */
+		err_clear(&e);
+		{
+			gguf_tensor three[3] = { bad[0], bad[1], bad[1] };
+
+			three[2].name = "third";
+			three[2].ne[1] = 2;
+			CHECK(!gguf_writer_begin(path, 0, m, three, 3, &e) && strstr(e.msg, "'third'") &&
+			      strstr(e.msg, "exceed 2^63"), "%s", e.msg);
+		}
+		bad[0] = tensors[2];
+		bad[1] = tensors[2];
 		bad[1].name = "0123456789012345678901234567890123456789012345678901234567890123"; /* 64 bytes */
 		err_clear(&e);
 		CHECK(!gguf_writer_begin(path, 0, m, bad, 2, &e) && strstr(e.msg, "longer than 63"), "%s", e.msg);

@@ -116,6 +116,59 @@ out:
 	model_free(m3);
 }
 
+/* Greedy continuations of generate/prompts.txt equal llama-completion's (its files end
+ * with the "\n\n" the tool prints after generating). */
+static void generate(const char *file, const char *tag)
+{
+	char *path = check_shared_path(file), *pp = check_shared_path("golden/pydoc-8m/generate/prompts.txt");
+	char *prompts = check_slurp(pp, NULL);
+	gguf_file f = { 0 };
+	err e = { 0 };
+	tok_vocab *v = NULL;
+	model *m = NULL;
+
+	CHECK(prompts && gguf_open(&f, path, &e) == 0, "%s %s", pp, e.msg);
+	if (!prompts || !f.map)
+		goto out;
+	v = tok_load(&f.meta, &e);
+	m = v ? model_load(&f, 2, &e) : NULL;
+	CHECK(m, "%s", e.msg);
+	char *line = prompts;
+	for (int i = 1; m && line && *line; i++) {
+		char *nl = strchr(line, '\n');
+		size_t len = nl ? (size_t)(nl - line) : strlen(line);
+		char rel[128], *gp, *want;
+		snprintf(rel, sizeof rel, "golden/pydoc-8m/generate/%d-pydoc-8m-%s.txt", i, tag);
+		gp = check_shared_path(rel);
+		want = check_slurp(gp, NULL);
+		tok_ids out = { 0 };
+		CHECK(want && eval_generate(m, v, line, len, 32, &out, &e) == 0, "%s: %s", gp, e.msg);
+		char text[4096];
+		size_t n = 0;
+		for (size_t j = 0; j < out.n; j++) {
+			size_t pl;
+			const char *p = tok_piece(v, out.ids[j], false, &pl);
+			if (n + pl < sizeof text - 3) {
+				memcpy(text + n, p, pl);
+				n += pl;
+			}
+		}
+		memcpy(text + n, "\n\n", 3);
+		CHECK(out.n == 32 && want && strcmp(text, want) == 0, "%s: generated \"%s\"", gp, text);
+		tok_ids_free(&out);
+		free(want);
+		free(gp);
+		line = nl ? nl + 1 : NULL;
+	}
+out:
+	model_free(m);
+	tok_free(v);
+	gguf_close(&f);
+	free(prompts);
+	free(pp);
+	free(path);
+}
+
 static void bad_models(void)
 {
 	/* The imatrix GGUF is a valid file but no model. */
@@ -145,6 +198,8 @@ int main(void)
 		perplexity(m, v);
 		threads_and_cache(&f, v);
 	}
+	generate("golden/pydoc-8m/pydoc-8m-F16.gguf", "F16");
+	generate("golden/pydoc-8m/quant/pydoc-8m-Q4_K_M-imat.gguf", "Q4_K_M-imat");
 	bad_models();
 	model_free(m);
 	tok_free(v);

@@ -108,7 +108,7 @@ static void one(const gguf_file *in, const char *tier, const imx_file *im, const
 	CHECK(quantize_plan_make(&p, in, &qp, &e) == 0, "%s: plan: %s", want, e.msg);
 	if (e.set)
 		return;
-	CHECK(quantize_run(&p, in->path, out, threads, NULL, NULL, &e) == 0, "%s: run: %s", want, e.msg);
+	CHECK(quantize_run(&p, in, out, threads, NULL, NULL, &e) == 0, "%s: run: %s", want, e.msg);
 	quantize_plan_free(&p);
 	if (e.set)
 		return;

@@ -155,13 +155,13 @@ static void check_nan_and_leftovers(const gguf_file *f16)
 	CHECK(gguf_open(&f, in, &e) == 0, "%s", e.msg);
 	CHECK(quantize_plan_make(&p, &f, &qp, &e) == 0, "%s", e.msg);
 	if (!e.set) {
-		CHECK(quantize_run(&p, f.path, out, 2, NULL, NULL, &e) != 0 && strstr(e.msg, "blk.2.attn_q.weight") &&
+		CHECK(quantize_run(&p, &f, out, 2, NULL, NULL, &e) != 0 && strstr(e.msg, "blk.2.attn_q.weight") &&
 		      strstr(e.msg, "row 5") && strstr(e.msg, "NaN") && strstr(e.msg, "nan.gguf"), "NaN: %s", e.msg);
 		/* tensors before it were already streamed out: still nothing may remain */
 		CHECK(entries(outdir) == 0, "a failed run left %d file(s) in %s", entries(outdir), outdir);
 		err_clear(&e);
 		snprintf(out, sizeof out, "%s/no/such/dir/q.gguf", tmp);
-		CHECK(quantize_run(&p, f.path, out, 2, NULL, NULL, &e) != 0 && strstr(e.msg, "no/such/dir"),
+		CHECK(quantize_run(&p, &f, out, 2, NULL, NULL, &e) != 0 && strstr(e.msg, "no/such/dir"),
 		      "unwritable output: %s", e.msg);
 		quantize_plan_free(&p);
 	}
@@ -179,7 +179,7 @@ static void check_float_tiers(const gguf_file *f16)
 	err e = { 0 };
 
 	snprintf(out, sizeof out, "%s/bf16.gguf", tmp);
-	CHECK(quantize_plan_make(&p, f16, &qp, &e) == 0 && quantize_run(&p, f16->path, out, 1, NULL, NULL, &e) == 0,
+	CHECK(quantize_plan_make(&p, f16, &qp, &e) == 0 && quantize_run(&p, f16, out, 1, NULL, NULL, &e) == 0,
 	      "%s", e.msg);
 	quantize_plan_free(&p);
 	CHECK(gguf_open(&o, out, &e) == 0, "%s", e.msg);

@@ -78,7 +78,7 @@ static recipe *load_text(const char *name, const char *src, err *e)
 /* The recipe must fail with "recipe.lua:LINE: " and a message containing each of the texts. */
 static void expect_error(const char *what, const char *src, int line, ...)
 {
-	err e;
+	err e = { 0 };
 	recipe *r = load_text("recipe.lua", src, &e);
 	char prefix[64];
 	const char *want;
@@ -107,7 +107,7 @@ static void expect_variant_error(const char *what, int at, const char *text, int
 
 static recipe *load_ok(const char *what, const char *name, const char *src)
 {
-	err e;
+	err e = { 0 };
 	recipe *r = load_text(name, src, &e);
 
 	CHECK(r != NULL, "%s: %s", what, e.msg);

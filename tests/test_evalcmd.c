@@ -1,0 +1,109 @@
+/* test_evalcmd.c - `qbake perplexity` and `qbake generate` run as programs: golden figures, bad input exits 2 */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "check.h"
+
+static const char *bin(void)
+{
+	const char *b = getenv("QBAKE_BIN");
+	return b ? b : "build/qbake";
+}
+
+/* Runs qbake with args; stdout and stderr land in *out and *errs (malloc'd). */
+static int run(const char *args, char **out, char **errs)
+{
+	const char *d = check_tmpdir();
+	int rc = check_system("'%s' %s > '%s/out' 2> '%s/err'", bin(), args, d, d);
+	char p[4096];
+	snprintf(p, sizeof p, "%s/out", d);
+	*out = check_slurp(p, NULL);
+	snprintf(p, sizeof p, "%s/err", d);
+	*errs = check_slurp(p, NULL);
+	return rc;
+}
+
+/* quality.tsv's PPL for file (a path relative to golden/pydoc-8m/). */
+static double golden(const char *file)
+{
+	char *path = check_shared_path("golden/pydoc-8m/quality.tsv"), *t = check_slurp(path, NULL), key[256];
+	double v = 0;
+	snprintf(key, sizeof key, "\n%s\t", file);
+	char *l = t ? strstr(t, key) : NULL;
+	if (l)
+		v = strtod(l + strlen(key), NULL);
+	free(t);
+	free(path);
+	return v;
+}
+
+static void ppl(const char *file)
+{
+	const char *sh = check_shared();
+	char args[8192], *out, *errs;
+	double want = golden(file);
+	snprintf(args, sizeof args, "perplexity -m '%s/golden/pydoc-8m/%s' -f '%s/fixtures/corpora/eval.txt' --ctx 256 --chunks 64 --threads 2 --json",
+		 sh, file, sh);
+	int rc = run(args, &out, &errs);
+	json_t *j = out ? json_loads(out, 0, NULL) : NULL;
+	double got = json_real_value(json_object_get(j, "ppl"));
+	printf("%s: PPL %.4f (llama-perplexity %.4f)\n", file, got, want);
+	CHECK(rc == 0 && j, "%s: exit %d: %s", file, rc, errs);
+	CHECK(want > 0 && fabs(got - want) / want < 0.005, "%s: PPL %.4f, golden %.4f", file, got, want);
+	CHECK(json_integer_value(json_object_get(j, "scored")) == 64 * 127, "scored");
+	json_decref(j);
+	free(out);
+	free(errs);
+}
+
+static void expect_fail(const char *args, int code, const char *needle)
+{
+	char *out, *errs;
+	int rc = run(args, &out, &errs);
+	CHECK(rc == code && errs && strstr(errs, needle), "qbake %s: exit %d, stderr: %s", args, rc, errs);
+	free(out);
+	free(errs);
+}
+
+int main(void)
+{
+	const char *sh = check_shared(), *d = check_tmpdir();
+	char args[8192], *out, *errs;
+
+	ppl("quant/pydoc-8m-Q4_K_M-imat.gguf");
+	ppl("quant/pydoc-8m-Q8_0.gguf");
+
+	/* generate: llama-completion's continuation (its file ends with "\n\n", ours with "\n"). */
+	snprintf(args, sizeof args, "generate -m '%s/golden/pydoc-8m/pydoc-8m-F16.gguf' -p 'def fibonacci(n):' -n 32 --threads 1", sh);
+	char *gp = check_shared_path("golden/pydoc-8m/generate/3-pydoc-8m-F16.txt"), *want = check_slurp(gp, NULL);
+	int rc = run(args, &out, &errs);
+	CHECK(rc == 0 && out && want && strncmp(out, want, strlen(out)) == 0 && strlen(want) == strlen(out) + 1,
+	      "generate: exit %d: '%s' vs '%s'", rc, out, want);
+	free(out);
+	free(errs);
+	free(want);
+	free(gp);
+
+	/* Bad input: each one exit 2 and a message saying what is wrong. */
+	check_system("printf 'good text \\377 then bad' > '%s/bad.txt'", d);
+	snprintf(args, sizeof args, "perplexity -m '%s/golden/pydoc-8m/pydoc-8m-F16.gguf' -f '%s/bad.txt'", sh, d);
+	expect_fail(args, 2, "offset 10: not UTF-8");
+	snprintf(args, sizeof args, "perplexity -m '%s/golden/pydoc-8m/pydoc-8m-F16.gguf' -f '%s/golden/pydoc-8m/generate/prompts.txt' --ctx 256", sh, sh);
+	expect_fail(args, 2, "fewer than 2 x context");
+	snprintf(args, sizeof args, "perplexity -m '%s/golden/pydoc-8m/pydoc-8m-F16.gguf' -f '%s/bad.txt' --ctx 4096", sh, d);
+	expect_fail(args, 2, "offset 10");
+	snprintf(args, sizeof args, "perplexity -m '%s/golden/pydoc-8m/pydoc-8m-F16.gguf' -f '%s/golden/pydoc-8m/eval-64k.txt' --ctx 4096", sh, sh);
+	expect_fail(args, 2, "larger than the model's context");
+	snprintf(args, sizeof args, "perplexity -m '%s/golden/pydoc-8m/imatrix.gguf' -f '%s/golden/pydoc-8m/eval-64k.txt'", sh, sh);
+	expect_fail(args, 2, "imatrix.gguf");
+	expect_fail("perplexity -m x.gguf", 2, "required");
+	expect_fail("generate -m x.gguf -p hi -n zero", 2, "-n needs");
+	CHECK(run("perplexity --help", &out, &errs) == 0 && out && strstr(out, "exit codes"), "help");
+	free(out);
+	free(errs);
+	return check_done();
+}
