@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "build.h"
 #include "cachecmd.h"
 #include "convert_cmd.h"
 #include "evalcmd.h"
@@ -12,6 +13,8 @@
 
 /* Each command lives in its own module; this table is the only place that lists them. */
 static const cli_command commands[] = {
+	{ "build", "build a recipe's release, rebuilding only what changed", build_help, build_main },
+	{ "plan", "show what a build would do, and why, without doing it", plan_help, plan_main },
 	{ "inspect", "describe a GGUF file, a safetensors checkpoint or an HF model folder", inspect_help, inspect_main },
 	{ "convert", "Hugging Face checkpoint folder to GGUF (Llama, Mistral, Qwen2)", convert_cmd_help,
 	  convert_cmd_main },
@@ -20,6 +23,7 @@ static const cli_command commands[] = {
 	{ "cache", "check the build cache: cache verify", cachecmd_cache_help, cachecmd_cache_main },
 	{ "gc", "shrink the build cache", cachecmd_gc_help, cachecmd_gc_main },
 	{ "perplexity", "measure a model's perplexity on a text (llama-perplexity's method)", evalcmd_perplexity_help, evalcmd_perplexity_main },
+	{ "imatrix", "compute an importance matrix from a calibration text (llama-imatrix's method)", evalcmd_imatrix_help, evalcmd_imatrix_main },
 	{ "generate", "greedy continuation of a prompt, for smoke tests", evalcmd_generate_help, evalcmd_generate_main },
 	{ NULL, NULL, NULL, NULL },
 };

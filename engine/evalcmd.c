@@ -13,6 +13,7 @@
 #include "eval.h"
 #include "gguf.h"
 #include "model.h"
+#include "sha256.h"
 #include "tokenizer.h"
 #include "utf8.h"
 
@@ -68,6 +69,39 @@ const char evalcmd_generate_help[] =
 	"\n"
 	"example:\n"
 	"  qbake generate -m pydoc-8m-Q4_K_M.gguf -p 'def fibonacci(n):' -n 32\n";
+
+const char evalcmd_imatrix_help[] =
+	"usage: qbake imatrix -m MODEL.gguf -f CORPUS.txt -o OUT [--ctx N] [--chunks N]\n"
+	"                     [--format gguf|dat] [--threads N]\n"
+	"\n"
+	"Computes an importance matrix the way llama-imatrix does: the corpus is tokenized\n"
+	"with BOS, cut into chunks of N tokens (BOS first in each), every chunk evaluated\n"
+	"from an empty state, and for every blk.* weight matrix the sum of squares (and the\n"
+	"sum) of its input activations is accumulated per input column over all tokens.\n"
+	"The perplexity of the same chunks is printed as llama-imatrix prints it.\n"
+	"\n"
+	"Output (written atomically): the GGUF imatrix format llama-quantize reads\n"
+	"(general.type = imatrix, imatrix.datasets, imatrix.chunk_count, imatrix.chunk_size;\n"
+	"tensors <name>.in_sum2, <name>.counts, <name>.in_sum) plus the key\n"
+	"qbake.imatrix.baseline_sha256 (SHA-256 of MODEL); or with --format dat the legacy\n"
+	"format. The dataset is recorded by its file name only, never a directory.\n"
+	"llama.cpp's per-matrix <name>.stats are not written.\n"
+	"\n"
+	"options:\n"
+	"  -m, --model FILE   the baseline GGUF model\n"
+	"  -f, --file FILE    the calibration text (UTF-8)\n"
+	"  -o, --output FILE  where to write the importance matrix\n"
+	"  --ctx N            tokens per chunk (default 512)\n"
+	"  --chunks N         at most N chunks (default: all)\n"
+	"  --format F         gguf (default) or dat\n"
+	"  --threads N        threads (default: the number of CPUs)\n"
+	"  --help             this text\n"
+	"\n"
+	"exit codes: 0 written, 1 failed (nothing left at OUT), 2 usage error or bad input\n"
+	"(as for qbake perplexity)\n"
+	"\n"
+	"example:\n"
+	"  qbake imatrix -m pydoc-8m-F16.gguf -f calib.txt --ctx 256 --chunks 64 -o imatrix.gguf\n";
 
 /* A model opened for evaluation: the file, its vocabulary and its weights. */
 typedef struct loaded {
@@ -311,6 +345,95 @@ out:
 	if (rc)
 		fprintf(stderr, "qbake: %s\n", e.msg);
 	tok_ids_free(&out);
+	unload(&l);
+	return rc;
+}
+
+int evalcmd_imatrix_main(int argc, char **argv)
+{
+	const char *mpath = NULL, *fpath = NULL, *opath = NULL, *format = "gguf";
+	int ctx = 512, chunks = 0, threads = default_threads();
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			fputs(evalcmd_imatrix_help, stdout);
+			return 0;
+		} else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && next) {
+			mpath = argv[++i];
+		} else if ((!strcmp(a, "-f") || !strcmp(a, "--file")) && next) {
+			fpath = argv[++i];
+		} else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && next) {
+			opath = argv[++i];
+		} else if (!strcmp(a, "--format") && next) {
+			format = argv[++i];
+			if (strcmp(format, "gguf") && strcmp(format, "dat"))
+				return usage("imatrix", "--format is gguf or dat");
+		} else if ((!strcmp(a, "--ctx") || !strcmp(a, "-c")) && next) {
+			if ((ctx = num(argv[++i])) < 0)
+				return usage("imatrix", "--ctx needs a positive number");
+		} else if (!strcmp(a, "--chunks") && next) {
+			if ((chunks = num(argv[++i])) < 0)
+				return usage("imatrix", "--chunks needs a positive number");
+		} else if ((!strcmp(a, "--threads") || !strcmp(a, "-t")) && next) {
+			if ((threads = num(argv[++i])) < 0)
+				return usage("imatrix", "--threads needs a positive number");
+		} else {
+			char msg[256];
+			snprintf(msg, sizeof msg, "unexpected argument '%s'", a);
+			return usage("imatrix", msg);
+		}
+	}
+	if (!mpath || !fpath || !opath)
+		return usage("imatrix", "-m MODEL, -f CORPUS and -o OUT are required");
+
+	err e = { 0 };
+	loaded l;
+	size_t len = 0;
+	char *text = NULL;
+	eval_imx im = { 0 };
+	int rc = 2;
+	if (load(&l, mpath, threads, &e) || !(text = read_text(fpath, &len, &e)))
+		goto out;
+	const model_hparams *hp = model_params(l.m);
+	if (ctx > hp->n_ctx_train) {
+		err_set(&e, "--ctx %d is larger than the model's context (%s.context_length = %d)", ctx, hp->arch,
+			hp->n_ctx_train);
+		goto out;
+	}
+	fprintf(stderr, "%s: %s, %d layers, %d threads; %s: %zu bytes; ctx %d\n", mpath, hp->arch, hp->n_layer,
+		threads, fpath, len, ctx);
+	double t0 = now();
+	if (eval_imatrix(l.m, l.v, text, len, ctx, chunks, progress, NULL, &im, &e)) {
+		rc = im.ppl.n_tokens && im.ppl.n_tokens < 2 * (size_t)ctx ? 2 : 1;
+		goto out;
+	}
+	double secs = now() - t0;
+	rc = 1;
+	const char *base = strrchr(fpath, '/');
+	base = base ? base + 1 : fpath;
+	if (!strcmp(format, "dat")) {
+		if (eval_imx_save_dat(&im, opath, base, &e))
+			goto out;
+	} else {
+		uint8_t d[32];
+		char hex[65];
+		sha256_buf(l.f.map, l.f.size, d);
+		const char *extra[2] = { "qbake.imatrix.baseline_sha256", sha256_hex(d, hex) };
+		if (eval_imx_save_gguf(&im, opath, &base, 1, extra, 1, &e))
+			goto out;
+	}
+	fprintf(stderr, "\n%d chunks x %d tokens in %.2f s (%.0f tokens/s, tokenizing included)\n", im.chunks, ctx,
+		secs, (double)im.chunks * ctx / secs);
+	printf("Final estimate: PPL = %.4f +/- %.5f\nwrote %s: %zu matrices, %d chunks of %d tokens\n", im.ppl.ppl,
+	       im.ppl.ppl_err, opath, im.n, im.chunks, ctx);
+	rc = fflush(stdout) ? 1 : 0;
+	if (rc)
+		err_set(&e, "cannot write to stdout");
+out:
+	if (rc)
+		fprintf(stderr, "qbake: %s\n", e.msg);
+	eval_imx_free(&im);
+	free(text);
 	unload(&l);
 	return rc;
 }

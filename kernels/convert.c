@@ -24,13 +24,16 @@
 
 enum { ARCH_LLAMA, ARCH_QWEN2 };
 
+/* n_ctx is transformers' default max_position_embeddings for the class, which the reference
+ * sees (through AutoConfig) when config.json leaves it out; likewise RMS epsilon 1e-6. */
 static const struct {
 	const char *hf, *gguf;
 	int arch;
+	int64_t n_ctx;
 } archs[] = {
-	{ "LlamaForCausalLM", "llama", ARCH_LLAMA },
-	{ "MistralForCausalLM", "llama", ARCH_LLAMA }, /* the reference converts Mistral as Llama */
-	{ "Qwen2ForCausalLM", "qwen2", ARCH_QWEN2 },
+	{ "LlamaForCausalLM", "llama", ARCH_LLAMA, 2048 },
+	{ "MistralForCausalLM", "llama", ARCH_LLAMA, 4096 * 32 }, /* converted as Llama, as the reference */
+	{ "Qwen2ForCausalLM", "qwen2", ARCH_QWEN2, 32768 },
 };
 
 /* The hyper-parameters read from config.json (both transformers 4 and 5 spellings). */
@@ -39,7 +42,7 @@ typedef struct hparams {
 	const char *hf_arch, *gguf_arch;
 	int arch;
 	int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, vocab_size;
-	int64_t n_ctx;          /* -1 when absent */
+	int64_t n_ctx;          /* the config's, or transformers' default for the class */
 	int64_t head_dim;       /* the config's (or transformers' default for Llama); -1: not written */
 	int64_t rope_dim;       /* head_dim, or n_embd / n_head */
 	json_t *rope;           /* rope_parameters, else rope_scaling (borrowed), may be NULL */
@@ -126,6 +129,7 @@ static int load_hparams(hparams *h, const char *dir, char *path_buf, size_t cap,
 		if (!strcmp(h->hf_arch, archs[i].hf)) {
 			h->gguf_arch = archs[i].gguf;
 			h->arch = archs[i].arch;
+			h->n_ctx = archs[i].n_ctx;
 		}
 		snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", archs[i].hf);
 	}
@@ -133,12 +137,16 @@ static int load_hparams(hparams *h, const char *dir, char *path_buf, size_t cap,
 		return err_set(e, "%s: architecture %s is not supported (supported: %s)", path_buf, h->hf_arch, list);
 	if (json_is_object(json_object_get(h->cfg, "text_config")))
 		return err_set(e, "%s: multimodal checkpoints (text_config) are not supported", path_buf);
+	int64_t ctx_default = h->n_ctx;
+
 	if (get_int(h, k_layer, &h->n_layer, true, e) || get_int(h, k_ctx, &h->n_ctx, false, e) ||
 	    get_int(h, k_embd, &h->n_embd, true, e) || get_int(h, k_ff, &h->n_ff, true, e) ||
 	    get_int(h, k_head, &h->n_head, true, e) || get_int(h, k_kv, &h->n_head_kv, false, e) ||
 	    get_int(h, k_vocab, &h->vocab_size, true, e) || get_int(h, k_hd, &h->head_dim, false, e))
 		return -1;
 	/* transformers fills these in when the file leaves them out, and the reference sees its values */
+	if (h->n_ctx < 0)
+		h->n_ctx = ctx_default;
 	if (h->n_head_kv < 0)
 		h->n_head_kv = h->n_head;
 	if (h->n_embd % h->n_head)
@@ -482,8 +490,7 @@ static int meta_params(gguf_meta *m, const hparams *h, int ftype, err *e)
 	int r = 0;
 
 	r |= set_arch_u32(m, h, "block_count", h->n_layer);
-	if (h->n_ctx > 0)
-		r |= set_arch_u32(m, h, "context_length", h->n_ctx);
+	r |= set_arch_u32(m, h, "context_length", h->n_ctx);
 	r |= set_arch_u32(m, h, "embedding_length", h->n_embd);
 	r |= set_arch_u32(m, h, "feed_forward_length", h->n_ff);
 	r |= set_arch_u32(m, h, "attention.head_count", h->n_head);
@@ -525,10 +532,9 @@ static int meta_params(gguf_meta *m, const hparams *h, int ftype, err *e)
 		}
 		/* "default", "llama3" (a rope_freqs tensor) and others add no keys */
 	}
-	if (theta)
-		r |= set_arch_f32(m, h, "rope.freq_base", json_number_value(theta));
-	if ((v = first_of(h->cfg, k_rms)) && json_is_number(v))
-		r |= set_arch_f32(m, h, "attention.layer_norm_rms_epsilon", json_number_value(v));
+	r |= set_arch_f32(m, h, "rope.freq_base", theta ? json_number_value(theta) : 10000.0);
+	v = first_of(h->cfg, k_rms);
+	r |= set_arch_f32(m, h, "attention.layer_norm_rms_epsilon", json_is_number(v) ? json_number_value(v) : 1e-6);
 	if ((v = first_of(h->cfg, k_norm_eps)) && json_is_number(v))
 		r |= set_arch_f32(m, h, "attention.layer_norm_epsilon", json_number_value(v));
 	if (h->head_dim > 0) {

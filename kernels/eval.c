@@ -2,8 +2,11 @@
 #include "eval.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "afile.h"
 
 /* Tokens evaluated per forward pass, in whole chunks: big enough that each weight is
  * dequantized once for many chunks, small enough that activations stay modest. */
@@ -20,8 +23,11 @@ double eval_logprob(const float *logits, int n_vocab, int32_t target)
 	return (double)(logits[target] - mx) - log(sum);
 }
 
-int eval_perplexity(const model *m, const tok_vocab *v, const char *text, size_t len, int ctx, int max_chunks,
-		    eval_progress_fn progress, void *pctx, eval_ppl *out, err *e)
+/* The chunk loop shared by perplexity and imatrix: every chunk evaluated, its second
+ * half scored into out; on_matmul sees every multiplication. */
+static int run_chunks(const model *m, const tok_vocab *v, const char *text, size_t len, int ctx, int max_chunks,
+		      model_matmul_fn on_matmul, void *mctx, eval_progress_fn progress, void *pctx, eval_ppl *out,
+		      err *e)
 {
 	const model_hparams *hp = model_params(m);
 	tok_ids ids = { 0 };
@@ -63,7 +69,7 @@ int eval_perplexity(const model *m, const tok_vocab *v, const char *text, size_t
 			if (tok_adds_bos(v))
 				batch[(size_t)s * ctx] = tok_bos(v);
 		}
-		model_batch b = { batch, ns, ctx, first, logits, NULL, NULL };
+		model_batch b = { batch, ns, ctx, first, logits, on_matmul, mctx };
 		if (model_eval(m, &b, e))
 			goto done;
 		for (int s = 0; s < ns; s++) {
@@ -91,6 +97,12 @@ done:
 	free(batch);
 	free(logits);
 	return rc;
+}
+
+int eval_perplexity(const model *m, const tok_vocab *v, const char *text, size_t len, int ctx, int max_chunks,
+		    eval_progress_fn progress, void *pctx, eval_ppl *out, err *e)
+{
+	return run_chunks(m, v, text, len, ctx, max_chunks, NULL, NULL, progress, pctx, out, e);
 }
 
 int eval_generate(const model *m, const tok_vocab *v, const char *prompt, size_t len, int n_predict, tok_ids *out,
@@ -140,4 +152,216 @@ done:
 	model_cache_free(kv);
 	free(logits);
 	return rc;
+}
+
+/* ---- importance matrix ---- */
+
+static void imx_add(void *ctx, const char *w, const float *x, int n_tokens, int n_in)
+{
+	eval_imx *im = ctx;
+	eval_imx_entry *en = NULL;
+	if (strncmp(w, "blk.", 4) || !im->cap) /* cap == 0: an earlier allocation failed */
+		return;
+	for (size_t i = 0; i < im->n; i++)
+		if (!strcmp(im->e[i].name, w)) {
+			en = &im->e[i];
+			break;
+		}
+	if (!en) {
+		if (im->n == im->cap) {
+			eval_imx_entry *p = realloc(im->e, 2 * im->cap * sizeof *p);
+			if (!p) {
+				im->cap = 0;
+				return;
+			}
+			im->e = p;
+			im->cap *= 2;
+		}
+		en = &im->e[im->n];
+		en->name = strdup(w);
+		en->n_in = n_in;
+		en->sum2 = calloc((size_t)n_in, sizeof *en->sum2);
+		en->sum = calloc((size_t)n_in, sizeof *en->sum);
+		en->count = 0;
+		im->n++;
+		if (!en->name || !en->sum2 || !en->sum) {
+			im->cap = 0;
+			return;
+		}
+	}
+	if (en->n_in != n_in)
+		return;
+	for (int t = 0; t < n_tokens; t++) {
+		const float *r = x + (size_t)t * n_in;
+		for (int j = 0; j < n_in; j++) {
+			en->sum2[j] += (double)r[j] * r[j];
+			en->sum[j] += r[j];
+		}
+	}
+	en->count += n_tokens;
+}
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(((const eval_imx_entry *)a)->name, ((const eval_imx_entry *)b)->name);
+}
+
+void eval_imx_free(eval_imx *im)
+{
+	for (size_t i = 0; i < im->n; i++) {
+		free(im->e[i].name);
+		free(im->e[i].sum2);
+		free(im->e[i].sum);
+	}
+	free(im->e);
+	memset(im, 0, sizeof *im);
+}
+
+int eval_imatrix(const model *m, const tok_vocab *v, const char *text, size_t len, int ctx, int max_chunks,
+		 eval_progress_fn progress, void *pctx, eval_imx *out, err *e)
+{
+	memset(out, 0, sizeof *out);
+	out->cap = 64;
+	out->e = calloc(out->cap, sizeof *out->e);
+	if (!out->e)
+		return err_set(e, "out of memory");
+	if (run_chunks(m, v, text, len, ctx, max_chunks, imx_add, out, progress, pctx, &out->ppl, e)) {
+		eval_imx_free(out);
+		return -1;
+	}
+	if (!out->cap) {
+		eval_imx_free(out);
+		return err_set(e, "out of memory for the importance matrix");
+	}
+	if (out->n == 0) {
+		eval_imx_free(out);
+		return err_set(e, "the model has no blk.* matrix multiplications");
+	}
+	qsort(out->e, out->n, sizeof *out->e, by_name);
+	out->chunks = out->ppl.chunks;
+	out->chunk_size = ctx;
+	return 0;
+}
+
+int eval_imx_save_gguf(const eval_imx *im, const char *path, const char *const *datasets, size_t n_datasets,
+		       const char *const *extra, size_t n_extra, err *e)
+{
+	gguf_meta meta = { 0 };
+	gguf_tensor *t = calloc(3 * im->n, sizeof *t);
+	gguf_str *ds = calloc(n_datasets + 1, sizeof *ds);
+	char **names = calloc(3 * im->n, sizeof *names);
+	float *buf = NULL;
+	gguf_writer *w = NULL;
+	int rc = -1, maxn = 1;
+
+	if (!t || !ds || !names) {
+		err_set(e, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n_datasets; i++)
+		ds[i] = (gguf_str){ strlen(datasets[i]), (char *)datasets[i] };
+	if (gguf_meta_set_str(&meta, "general.type", "imatrix") ||
+	    gguf_meta_set_arr(&meta, "imatrix.datasets", GGUF_STRING, ds, n_datasets) ||
+	    gguf_meta_set_u32(&meta, "imatrix.chunk_count", (uint32_t)im->chunks) ||
+	    gguf_meta_set_u32(&meta, "imatrix.chunk_size", (uint32_t)im->chunk_size)) {
+		err_set(e, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i + 1 < 2 * n_extra; i += 2)
+		if (gguf_meta_set_str(&meta, extra[i], extra[i + 1])) {
+			err_set(e, "out of memory");
+			goto out;
+		}
+	static const char *const suffix[3] = { "in_sum2", "counts", "in_sum" };
+	for (size_t i = 0; i < im->n; i++) {
+		maxn = im->e[i].n_in > maxn ? im->e[i].n_in : maxn;
+		for (int k = 0; k < 3; k++) {
+			gguf_tensor *x = &t[3 * i + k];
+			size_t nl = strlen(im->e[i].name) + 16;
+			names[3 * i + k] = malloc(nl);
+			if (!names[3 * i + k]) {
+				err_set(e, "out of memory");
+				goto out;
+			}
+			snprintf(names[3 * i + k], nl, "%s.%s", im->e[i].name, suffix[k]);
+			x->name = names[3 * i + k];
+			x->type = GGUF_TYPE_F32;
+			x->n_dims = 1;
+			x->ne[0] = k == 1 ? 1 : (uint64_t)im->e[i].n_in;
+			x->ne[1] = x->ne[2] = x->ne[3] = 1;
+		}
+	}
+	buf = malloc((size_t)maxn * sizeof *buf);
+	if (!buf) {
+		err_set(e, "out of memory");
+		goto out;
+	}
+	if (!(w = gguf_writer_begin(path, 0, &meta, t, 3 * im->n, e)))
+		goto out;
+	for (size_t i = 0; i < im->n; i++) {
+		const eval_imx_entry *en = &im->e[i];
+		for (int j = 0; j < en->n_in; j++)
+			buf[j] = (float)en->sum2[j];
+		if (gguf_writer_write(w, buf, (size_t)en->n_in * sizeof *buf, e))
+			goto out;
+		buf[0] = (float)en->count;
+		if (gguf_writer_write(w, buf, sizeof *buf, e))
+			goto out;
+		for (int j = 0; j < en->n_in; j++)
+			buf[j] = (float)en->sum[j];
+		if (gguf_writer_write(w, buf, (size_t)en->n_in * sizeof *buf, e))
+			goto out;
+	}
+	rc = gguf_writer_finish(w, NULL, e);
+	w = NULL;
+out:
+	if (w)
+		gguf_writer_abort(w);
+	gguf_meta_free(&meta);
+	for (size_t i = 0; names && i < 3 * im->n; i++)
+		free(names[i]);
+	free(names);
+	free(t);
+	free(ds);
+	free(buf);
+	return rc;
+}
+
+int eval_imx_save_dat(const eval_imx *im, const char *path, const char *dataset, err *e)
+{
+	afile f;
+	float *buf = NULL;
+	int open = 0;
+	if (afile_open(&f, path, 0, 0, e))
+		return -1;
+	open = 1;
+	int32_t n = (int32_t)im->n;
+	if (afile_write(&f, &n, 4, e))
+		goto fail;
+	for (size_t i = 0; i < im->n; i++) {
+		const eval_imx_entry *en = &im->e[i];
+		int32_t hdr[3] = { (int32_t)strlen(en->name), im->chunks, en->n_in };
+		float *b = realloc(buf, (size_t)en->n_in * sizeof *b);
+		if (!b) {
+			err_set(e, "out of memory");
+			goto fail;
+		}
+		buf = b;
+		/* llama-imatrix stores the mean square scaled by its call count. */
+		for (int j = 0; j < en->n_in; j++)
+			buf[j] = en->count ? (float)(en->sum2[j] / (double)en->count * im->chunks) : 0.0f;
+		if (afile_write(&f, &hdr[0], 4, e) || afile_write(&f, en->name, (size_t)hdr[0], e) ||
+		    afile_write(&f, &hdr[1], 8, e) || afile_write(&f, buf, (size_t)en->n_in * sizeof *buf, e))
+			goto fail;
+	}
+	int32_t tail[2] = { im->chunks, (int32_t)strlen(dataset) };
+	if (afile_write(&f, tail, 8, e) || afile_write(&f, dataset, strlen(dataset), e))
+		goto fail;
+	free(buf);
+	return afile_commit(&f, NULL, e);
+fail:
+	if (open)
+		afile_abort(&f);
+	free(buf);
+	return -1;
 }

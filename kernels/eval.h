@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "gguf.h"
 #include "model.h"
 #include "tokenizer.h"
 
@@ -35,6 +36,40 @@ int eval_perplexity(const model *m, const tok_vocab *v, const char *text, size_t
  * after an end-of-generation token. Returns 0, or -1 with e set. */
 int eval_generate(const model *m, const tok_vocab *v, const char *prompt, size_t len, int n_predict, tok_ids *out,
 		  err *e);
+
+/* Activation statistics of one weight matrix, accumulated over every token. */
+typedef struct eval_imx_entry {
+	char *name;     /* the weight, e.g. "blk.0.attn_q.weight" (owned) */
+	int n_in;       /* its input columns */
+	double *sum2;   /* Σx² per input column */
+	double *sum;    /* Σx per input column */
+	int64_t count;  /* tokens seen */
+} eval_imx_entry;
+
+/* An importance matrix as llama-imatrix computes it; free with eval_imx_free. */
+typedef struct eval_imx {
+	eval_imx_entry *e; /* sorted by name once eval_imatrix returns */
+	size_t n, cap;
+	int chunks;        /* chunks evaluated */
+	int chunk_size;    /* ctx */
+	eval_ppl ppl;      /* perplexity over the same chunks (second halves), as llama-imatrix prints */
+} eval_imx;
+
+/* llama-imatrix's method: the text tokenized with BOS, chunks of ctx tokens (at most
+ * max_chunks when > 0) with BOS first, each from an empty state; Σx² (and Σx) per input
+ * column of every blk.* matrix multiplication, over all tokens. Returns 0, or -1 with e set. */
+int eval_imatrix(const model *m, const tok_vocab *v, const char *text, size_t len, int ctx, int max_chunks,
+		 eval_progress_fn progress, void *pctx, eval_imx *out, err *e);
+/* Writes im in llama.cpp's GGUF imatrix format (general.type = imatrix, imatrix.datasets,
+ * imatrix.chunk_count, imatrix.chunk_size, <name>.in_sum2 / .counts / .in_sum) plus the
+ * extra string keys in extra[0..n_extra) as key/value pairs; atomically. Returns 0 or -1. */
+int eval_imx_save_gguf(const eval_imx *im, const char *path, const char *const *datasets, size_t n_datasets,
+		       const char *const *extra, size_t n_extra, err *e);
+/* Writes im in llama-imatrix's legacy .dat format (values = Σx² / tokens x chunks,
+ * ncall = chunks, then the chunk count and the dataset name); atomically. Returns 0 or -1. */
+int eval_imx_save_dat(const eval_imx *im, const char *path, const char *dataset, err *e);
+/* Frees everything in im. */
+void eval_imx_free(eval_imx *im);
 
 /* log p(target) under logits[n_vocab] (log-softmax, sums in double). */
 double eval_logprob(const float *logits, int n_vocab, int32_t target);

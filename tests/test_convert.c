@@ -551,6 +551,38 @@ static void test_arch(const st_model *m)
 		CHECK(0, "%s", e.msg);
 	}
 
+	/* rope_type llama3 adds rope_freqs.weight first (float32 factors; checked here against
+	 * the formula in double precision: the reference computes them in torch float32). */
+	snprintf(dir, sizeof dir, "%s/llama3", tmp);
+	edited_copy(dir, "/\"rope_parameters\"/,/}/c\\  \"rope_parameters\": {\"rope_type\": \"llama3\", \"rope_theta\": 500000.0, \"factor\": 32.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192},");
+	snprintf(out, sizeof out, "%s/llama3.gguf", tmp);
+	CHECK(convert(dir, out, CONVERT_F16, NULL, &e) == 0, "llama3: %s", e.msg);
+	if (gguf_open(&g, out, &e) == 0) {
+		const gguf_tensor *rf = &g.tensors[0];
+
+		CHECK(g.n_tensors == 76 && !strcmp(rf->name, "rope_freqs.weight") && rf->type == GGUF_TYPE_F32 &&
+		      rf->n_dims == 1 && rf->ne[0] == 16, "rope_freqs.weight first, F32 [16]");
+		for (int i = 0; i < 16 && rf->ne[0] == 16; i++) {
+			double freq = 1.0 / pow(500000.0, 2.0 * i / 32.0), wl = 2 * M_PI / freq, want;
+
+			if (wl < 8192.0 / 4.0)
+				want = 1.0;
+			else if (wl > 8192.0)
+				want = 32.0;
+			else {
+				double smooth = (8192.0 / wl - 1.0) / (4.0 - 1.0);
+
+				want = 1.0 / ((1 - smooth) / 32.0 + smooth);
+			}
+			CHECK(fabs(((const float *)rf->data)[i] - want) <= 1e-5 * want, "rope factor %d: %g, want %g", i,
+			      ((const float *)rf->data)[i], want);
+		}
+		CHECK(!gguf_meta_find(&g.meta, "llama.rope.scaling.type"), "llama3 scaling adds no keys");
+		gguf_close(&g);
+	} else {
+		CHECK(0, "%s", e.msg);
+	}
+
 	/* Qwen2: q/k/v biases, no q/k row permutation, no vocab_size or rope.dimension_count keys. */
 	snprintf(dir, sizeof dir, "%s/qwen2", tmp);
 	make_dir(dir, fixture);

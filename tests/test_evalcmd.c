@@ -7,6 +7,7 @@
 #include <jansson.h>
 
 #include "check.h"
+#include "imatrix.h"
 
 static const char *bin(void)
 {
@@ -69,11 +70,61 @@ static void expect_fail(const char *args, int code, const char *needle)
 	free(errs);
 }
 
+/* Our imatrix against llama-imatrix's: every in_sum2 within 0.5 %, counts equal. */
+static void imatrix(void)
+{
+	const char *sh = check_shared(), *d = check_tmpdir();
+	char args[8192], *out, *errs, p[4096];
+	imx_file g = { 0 }, q = { 0 }, qd = { 0 };
+	err e = { 0 };
+
+	snprintf(args, sizeof args, "imatrix -m '%s/golden/pydoc-8m/pydoc-8m-F16.gguf' -f '%s/fixtures/corpora/calib.txt' --ctx 256 --chunks 64 --threads 2 -o '%s/im.gguf'",
+		 sh, sh, d);
+	int rc = run(args, &out, &errs);
+	CHECK(rc == 0 && out && strstr(out, "PPL = 103.88"), "imatrix: exit %d: %s %s", rc, out, errs);
+	free(out);
+	free(errs);
+	snprintf(args, sizeof args, "imatrix -m '%s/golden/pydoc-8m/pydoc-8m-F16.gguf' -f '%s/fixtures/corpora/calib.txt' --ctx 256 --chunks 4 --format dat -o '%s/im.dat'",
+		 sh, sh, d);
+	rc = run(args, &out, &errs);
+	CHECK(rc == 0, "imatrix --format dat: exit %d: %s", rc, errs);
+	free(out);
+	free(errs);
+
+	char *gp = check_shared_path("golden/pydoc-8m/imatrix.gguf");
+	snprintf(p, sizeof p, "%s/im.gguf", d);
+	CHECK(imx_load(&g, gp, &e) == 0 && imx_load(&q, p, &e) == 0, "%s", e.msg);
+	snprintf(p, sizeof p, "%s/im.dat", d);
+	CHECK(imx_load(&qd, p, &e) == 0, "%s", e.msg);
+	CHECK(g.n == 56 && q.n == g.n && qd.n == g.n, "%zu / %zu / %zu entries", g.n, q.n, qd.n);
+	CHECK(q.chunk_count == 64 && q.chunk_size == 256 && q.n_datasets == 1 && !strcmp(q.datasets[0], "calib.txt"),
+	      "chunks %lld, size %lld, dataset %s", (long long)q.chunk_count, (long long)q.chunk_size,
+	      q.n_datasets ? q.datasets[0] : "none");
+	CHECK(qd.legacy && qd.chunk_count == 4 && qd.n_datasets == 1 && !strcmp(qd.datasets[0], "calib.txt"), "dat trailer");
+	double worst = 0;
+	for (size_t i = 0; i < g.n && q.n == g.n; i++) {
+		const imx_entry *a = &g.e[i], *b = imx_find(&q, a->name);
+		CHECK(b && b->n == a->n && b->counts[0] == a->counts[0], "%s: counts %g vs %g", a->name,
+		      b ? b->counts[0] : -1.0, a->counts[0]);
+		for (uint64_t j = 0; b && b->n == a->n && j < a->n; j++) {
+			double r = fabs(b->sum2[j] - a->sum2[j]) / fabs(a->sum2[j]);
+			worst = r > worst ? r : worst;
+		}
+	}
+	printf("imatrix: worst in_sum2 difference from llama-imatrix %.4f %%\n", 100 * worst);
+	CHECK(worst < 0.005, "in_sum2 off by %.4f %%", 100 * worst);
+	imx_free(&g);
+	imx_free(&q);
+	imx_free(&qd);
+	free(gp);
+}
+
 int main(void)
 {
 	const char *sh = check_shared(), *d = check_tmpdir();
 	char args[8192], *out, *errs;
 
+	imatrix();
 	ppl("quant/pydoc-8m-Q4_K_M-imat.gguf");
 	ppl("quant/pydoc-8m-Q8_0.gguf");
 
