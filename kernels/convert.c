@@ -555,10 +555,14 @@ static int meta_params(gguf_meta *m, const hparams *h, int ftype, err *e)
 /* Gives back the mapped source pages in [*from, to) once they are converted: the mapping is
  * read-only, so the kernel re-reads them if ever needed, and the resident set stays about one
  * chunk instead of growing to the whole checkpoint. */
+static uintptr_t page_floor(const void *p)
+{
+	return (uintptr_t)p & ~((uintptr_t)sysconf(_SC_PAGESIZE) - 1);
+}
+
 static void release(const uint8_t **from, const uint8_t *to)
 {
-	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-	uintptr_t a = (uintptr_t)*from & ~(page - 1), b = (uintptr_t)to & ~(page - 1);
+	uintptr_t a = page_floor(*from), b = page_floor(to);
 
 	if (b > a) {
 		madvise((void *)a, b - a, MADV_DONTNEED);
@@ -576,11 +580,7 @@ static int write_tensor(gguf_writer *w, const st_model *m, const plan *p, float 
 		return gguf_writer_write(w, p->gen, p->rows * sizeof(float), e);
 	done = p->src->data;
 	/* Start the kernel's read-ahead of the whole tensor: page cache, not resident set. */
-	{
-		uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)done & ~(page - 1);
-
-		madvise((void *)a, (uintptr_t)done + p->src->nbytes - a, MADV_WILLNEED);
-	}
+	madvise((void *)page_floor(done), (uintptr_t)done + p->src->nbytes - page_floor(done), MADV_WILLNEED);
 	while (row < p->rows) {
 		uint64_t nr = p->rows - row < chunk_rows ? p->rows - row : chunk_rows;
 		uint64_t n = nr * p->cols;
@@ -629,11 +629,6 @@ static uint64_t chunk_rows_of(const plan *p)
 	uint64_t n = CHUNK_ELEMS / (p->cols * unit);
 
 	return (n ? n : 1) * unit;
-}
-
-static const char *type_name(uint32_t t)
-{
-	return gguf_type(t)->name;
 }
 
 int convert_run(const char *dir, const char *out, const convert_opts *o, convert_stats *stats, err *e)
@@ -737,7 +732,7 @@ int convert_run(const char *dir, const char *out, const convert_opts *o, convert
 		if (write_tensor(w, &m, &plans[i], f32, tmp, h16, plans[i].src ? chunk_rows_of(&plans[i]) : 1, e))
 			goto out;
 		if (o->progress)
-			o->progress(o->ctx, plans[i].name, type_name(plans[i].type), plans[i].rows * plans[i].cols);
+			o->progress(o->ctx, plans[i].name, gguf_type(plans[i].type)->name, plans[i].rows * plans[i].cols);
 		if (stats && plans[i].src)
 			stats->in_bytes += plans[i].src->nbytes;
 	}
@@ -748,8 +743,6 @@ int convert_run(const char *dir, const char *out, const convert_opts *o, convert
 out:
 	if (w)
 		gguf_writer_abort(w);
-	if (rc && e)
-		err_prefix(e, "convert %s", dir);
 	for (size_t i = 0; plans && i < n; i++)
 		free(plans[i].gen);
 	free(plans);

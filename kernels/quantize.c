@@ -150,8 +150,15 @@ static int plan_items(quantize_plan *p, const gguf_file *in, const quantize_para
 		goto out;
 	}
 	opt.has_imatrix = qp->imatrix != NULL;
-	if (tier_model_from_meta(&m, &in->meta, e) != 0 || (tier_order(in->tensors, n, order),
-	    tier_choose(qp->tier, &opt, &m, in->tensors, order, n, types, &p->fallbacks, e)) != 0) {
+	if (tier_model_from_meta(&m, &in->meta, e) != 0) {
+		err_prefix(e, "%s", in->path);
+		goto out;
+	}
+	if (tier_order(in->tensors, n, order) != 0) {
+		err_set(e, "out of memory");
+		goto out;
+	}
+	if (tier_choose(qp->tier, &opt, &m, in->tensors, order, n, types, &p->fallbacks, e) != 0) {
 		err_prefix(e, "%s", in->path);
 		goto out;
 	}

@@ -62,15 +62,9 @@ const tier_info *tier_list(size_t *n)
 
 const char *tier_names(void)
 {
-	static char buf[256];
-
-	if (!buf[0])
-		for (size_t i = 0; i < NTIERS; i++) {
-			if (i)
-				strcat(buf, ", ");
-			strcat(buf, tiers[i].name);
-		}
-	return buf;
+	/* kept in step with tiers[] by test_tiers */
+	return "F16, BF16, Q8_0, Q6_K, Q5_K_M, Q5_K_S, Q4_K_M, Q4_K_S, Q3_K_L, Q3_K_M, Q3_K_S, Q2_K, "
+	       "Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS";
 }
 
 /* ---- model facts ---- */
@@ -168,26 +162,36 @@ static int layer_of(const char *name)
 	return -1;
 }
 
-static const gguf_tensor *sort_ts;
+/* What the order comparison needs: the tensors and each one's layer, parsed once. */
+typedef struct order_ctx {
+	const gguf_tensor *ts;
+	const int *layer;
+} order_ctx;
 
-static int order_cmp(const void *pa, const void *pb)
+static int order_cmp(const void *pa, const void *pb, void *arg)
 {
-	const char *a = sort_ts[*(const size_t *)pa].name, *b = sort_ts[*(const size_t *)pb].name;
-	int la = layer_of(a), lb = layer_of(b);
+	const order_ctx *c = arg;
+	size_t a = *(const size_t *)pa, b = *(const size_t *)pb;
 
-	if (la != lb)
-		return la < lb ? -1 : 1;
-	return strcmp(a, b);
+	if (c->layer[a] != c->layer[b])
+		return c->layer[a] < c->layer[b] ? -1 : 1;
+	return strcmp(c->ts[a].name, c->ts[b].name);
 }
 
-void tier_order(const gguf_tensor *ts, size_t n, size_t *order)
+int tier_order(const gguf_tensor *ts, size_t n, size_t *order)
 {
+	int *layer = malloc((n ? n : 1) * sizeof *layer);
+	order_ctx c = { ts, layer };
+
+	if (!layer)
+		return -1;
 	for (size_t i = 0; i < n; i++)
 		order[i] = i;
-	/* qsort has no context argument in C17; the comparison reads this for the call */
-	sort_ts = ts;
-	qsort(order, n, sizeof *order, order_cmp);
-	sort_ts = NULL;
+	for (size_t i = 0; i < n; i++)
+		layer[i] = layer_of(ts[i].name);
+	qsort_r(order, n, sizeof *order, order_cmp, &c);
+	free(layer);
+	return 0;
 }
 
 /* ---- which tensors are quantized ---- */

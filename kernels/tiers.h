@@ -62,8 +62,9 @@ typedef struct tier_options {
 } tier_options;
 
 /* The order llama-quantize writes tensors in: tensors outside blk.N first, then by layer
- * number, by name within a layer. Fills order[n] with indices into ts. */
-void tier_order(const gguf_tensor *ts, size_t n, size_t *order);
+ * number, by name within a layer. Fills order[n] with indices into ts; returns 0, or -1
+ * when out of memory. */
+int tier_order(const gguf_tensor *ts, size_t n, size_t *order);
 
 /* True if llama-quantize would quantize this tensor at all (2-D+ weights, not norms, ...). */
 bool tier_quantizable(const char *name, const gguf_tensor *t, const tier_options *opt);

@@ -202,6 +202,35 @@ static void check_threads(const qtype *t)
 	free(b);
 }
 
+/* The imatrix searches run eight blocks per vector; a block's bytes must not depend on
+ * which lane it lands in or on the lanes beside it. Row B holds row A's blocks rotated by
+ * two (so A's blocks 8 and 9, alone in a partly filled group, lead a full group in B).
+ * The values are multiples of 1/16 so the row's sum of squares (the sigma2 both rows
+ * share) is exact in any order. */
+static void check_lanes(const qtype *t)
+{
+	enum { NB = 10, N = NB * 32 };
+	float a[N], b[N], wa[N], wb[N];
+	uint8_t qa[NB * 34], qb[NB * 34];
+	const int bs = t->size;
+
+	if (t->blck != 32)
+		return;
+	for (int i = 0; i < N; i++) {
+		a[i] = (float)((int)(frand() * 129) - 64) / 16;
+		wa[i] = frand() + 0.01f;
+	}
+	for (int i = 0; i < N; i++) {
+		b[i] = a[(i + 8 * 32) % N];
+		wb[i] = wa[(i + 8 * 32) % N];
+	}
+	quant_rows(t->type, a, qa, 1, N, wa);
+	quant_rows(t->type, b, qb, 1, N, wb);
+	for (int k = 0; k < NB; k++)
+		CHECK(memcmp(qa + k * bs, qb + ((k + 2) % NB) * bs, (size_t)bs) == 0,
+		      "%s: block %d changes with its lane", t->name, k);
+}
+
 /* Blocks worked out by hand from the layouts. */
 static void check_hand(void)
 {
@@ -248,6 +277,7 @@ int main(void)
 		check_random(&types[i]);
 		check_edges(&types[i]);
 		check_threads(&types[i]);
+		check_lanes(&types[i]);
 	}
 	CHECK(!quant_uses_imatrix(GGUF_TYPE_Q8_0) && quant_uses_imatrix(GGUF_TYPE_Q4_K), "imatrix use flags");
 	return check_done();

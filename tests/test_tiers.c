@@ -88,7 +88,7 @@ static void compare(const listing *base, const tier_model *m, const char *tier, 
 	CHECK(ti != NULL, "tier %s", tier);
 	CHECK(g != NULL && g->n == base->n, "%s listed with %zu tensors", file, g ? g->n : 0);
 	if (ti && g && g->n == base->n) {
-		tier_order(base->t, base->n, order);
+		CHECK(tier_order(base->t, base->n, order) == 0, "order");
 		CHECK(tier_choose(ti, &opt, m, base->t, order, base->n, types, NULL, &e) == 0, "%s: %s", file, e.msg);
 		for (size_t i = 0; i < g->n; i++) {
 			const gguf_tensor *t = &base->t[order[i]];
@@ -195,7 +195,7 @@ static int run(synth *s, const char *tier, const tier_options *opt, const tier_m
 {
 	size_t order[256];
 
-	tier_order(s->t, s->n, order);
+	CHECK(tier_order(s->t, s->n, order) == 0, "order");
 	return tier_choose(tier_by_name(tier), opt, m, s->t, order, s->n, s->types, nfb, e);
 }
 
@@ -211,6 +211,16 @@ static void check_hand(void)
 	CHECK(tier_by_name("q4_k_m") && tier_by_name("Q4_K_M")->ftype == 15 && tier_by_name("iq4_xs")->ftype == 30 &&
 	      tier_by_name("bf16")->ftype == 32 && tier_by_name("Q8_0")->ftype == 7 && !tier_by_name("Q4_K"),
 	      "tier names and llama_ftype numbers");
+
+	{
+		size_t nt;
+		const tier_info *tl = tier_list(&nt);
+		char buf[256] = "";
+
+		for (size_t i = 0; i < nt; i++)
+			snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%s", i ? ", " : "", tl[i].name);
+		CHECK(nt == 18 && strcmp(buf, tier_names()) == 0, "tier_names: %s", tier_names());
+	}
 
 	/* Q4_K_M on 32 layers: attn_v and ffn_down get Q6_K on use_more_bits layers, i.e.
 	 * 0-3, 28-31 and 6, 9, ..., 27 */

@@ -222,8 +222,8 @@ static void q3_block_ref(const float *x, uint8_t *y)
 	float scales[QK_K / 16], max_scale = 0, amax = 0;
 	int ls[QK_K / 16];
 
+	quant_make_q3(QK_K / 16, 16, 4, x, L, scales);
 	for (int j = 0; j < QK_K / 16; j++) {
-		scales[j] = quant_make_q3(16, 4, x + 16 * j, L + 16 * j, true);
 		if (fabsf(scales[j]) > amax) {
 			amax = fabsf(scales[j]);
 			max_scale = scales[j];

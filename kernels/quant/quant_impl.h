@@ -73,8 +73,9 @@ void quant_make_qx(int ngroups, int n, int nmax, const float *x, const float *qw
  * in rdelta steps, with weights (never NULL) and squared (or, use_mad, absolute) error. */
 void quant_make_qkx(int ngroups, int n, int nmax, const float *x, const float *weights, uint8_t *L,
 		    float *scales, float *the_min, float rmin, float rdelta, int nstep, bool use_mad, bool qkx3);
-/* Symmetric 3-bit style levels with an iterative per-element refinement (do_rmse). */
-float quant_make_q3(int n, int nmax, const float *x, int8_t *L, bool do_rmse);
+/* make_q3_quants with do_rmse per group: like make_qx, but refining the levels one element
+ * at a time (weights x^2) instead of searching scales. */
+void quant_make_q3(int ngroups, int n, int nmax, const float *x, int8_t *L, float *scales);
 /* Non-negative levels in [0, nmax] for the non-negative x (sub-block scales and mins),
  * weighted by quant_weights. */
 float quant_make_qp(int n, int nmax, const float *x, uint8_t *L, const float *quant_weights);

@@ -15,75 +15,6 @@
 /* Below this a group counts as all zeros (ggml's GROUP_MAX_EPS). */
 #define GROUP_MAX_EPS 1e-15f
 
-static int clampi(int v, int lo, int hi)
-{
-	return v < lo ? lo : v > hi ? hi : v;
-}
-
-float quant_make_q3(int n, int nmax, const float *x, int8_t *L, bool do_rmse)
-{
-	float max = 0, amax = 0;
-
-	for (int i = 0; i < n; i++) {
-		float ax = fabsf(x[i]);
-
-		if (ax > amax) {
-			amax = ax;
-			max = x[i];
-		}
-	}
-	if (amax < GROUP_MAX_EPS) {
-		memset(L, 0, (size_t)n);
-		return 0.f;
-	}
-	float iscale = (float)-nmax / max;
-	if (!do_rmse) {
-		for (int i = 0; i < n; i++)
-			L[i] = (int8_t)(clampi(quant_nearest_int(iscale * x[i]), -nmax, nmax - 1) + nmax);
-		return 1 / iscale;
-	}
-	float sumlx = 0, suml2 = 0;
-	for (int i = 0; i < n; i++) {
-		int l = clampi(quant_nearest_int(iscale * x[i]), -nmax, nmax - 1);
-		float w = x[i] * x[i];
-
-		L[i] = (int8_t)l;
-		sumlx += w * x[i] * (float)l;
-		suml2 += w * (float)l * (float)l;
-	}
-	/* Move one element at a time to the level that best fits the scale the others imply,
-	 * keeping a move only when it raises sumlx^2 / suml2 (the captured energy). */
-	for (int itry = 0; itry < 5; itry++) {
-		int n_changed = 0;
-
-		for (int i = 0; i < n; i++) {
-			float w = x[i] * x[i];
-			float slx = sumlx - w * x[i] * (float)L[i];
-
-			if (slx > 0) {
-				float sl2 = suml2 - w * (float)L[i] * (float)L[i];
-				int new_l = clampi(quant_nearest_int(x[i] * sl2 / slx), -nmax, nmax - 1);
-
-				if (new_l != L[i]) {
-					slx += w * x[i] * (float)new_l;
-					sl2 += w * (float)new_l * (float)new_l;
-					if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
-						L[i] = (int8_t)new_l;
-						sumlx = slx;
-						suml2 = sl2;
-						n_changed++;
-					}
-				}
-			}
-		}
-		if (!n_changed)
-			break;
-	}
-	for (int i = 0; i < n; i++)
-		L[i] = (int8_t)(L[i] + nmax);
-	return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
-}
-
 /*
  * The searches below run on eight groups at once, one group per vector lane (GCC vector
  * extensions: SSE/AVX code where available, plain code elsewhere). Each lane performs
@@ -393,4 +324,78 @@ float quant_make_qp(int n, int nmax, const float *x, uint8_t *L, const float *qu
 			break;
 	}
 	return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+/* Eight groups of make_q3_quants with do_rmse: levels at -nmax / (signed absmax), then up
+ * to five passes moving single elements to the level the rest of the group implies,
+ * keeping a move when it raises sumlx^2 / suml2. A lane whose pass changed nothing would
+ * change nothing in later passes either, so running the passes while any lane still
+ * changes gives each lane exactly its own scalar sequence. */
+QUANT_CLONES
+static void q3_8(int ngroups, int n, int nmax, const float *x, int8_t *L, float *scales)
+{
+	vf X[MAXN] = { 0 }, W[MAXN], Lc[MAXN];
+	const vf zero = { 0 };
+	vf amax = zero, max = zero, sumlx = zero, suml2 = zero;
+	vi m;
+
+	transpose_in(x, ngroups, n, X);
+	for (int i = 0; i < n; i++) {
+		vf ax = (vf)((vi)X[i] & 0x7fffffff);
+
+		m = ax > amax;
+		vpick(&amax, &m, &ax);
+		vpick(&max, &m, &X[i]);
+		W[i] = X[i] * X[i];
+	}
+	const vi tiny = amax < GROUP_MAX_EPS;
+	vf iscale = (float)-nmax / max;
+	for (int i = 0; i < n; i++) {
+		vf v = iscale * X[i];
+
+		level_sym(&Lc[i], &v, nmax);
+		sumlx += W[i] * X[i] * Lc[i];
+		suml2 += W[i] * Lc[i] * Lc[i];
+	}
+	for (int itry = 0; itry < 5; itry++) {
+		vi changed = { 0 };
+
+		for (int i = 0; i < n; i++) {
+			vf slx = sumlx - W[i] * X[i] * Lc[i];
+			vf sl2 = suml2 - W[i] * Lc[i] * Lc[i];
+			vf v = X[i] * sl2 / slx, new_l;
+
+			level_sym(&new_l, &v, nmax);
+			slx += W[i] * X[i] * new_l;
+			sl2 += W[i] * new_l * new_l;
+			m = (sumlx - W[i] * X[i] * Lc[i] > 0) & (new_l != Lc[i]) & (sl2 > 0) &
+			    (slx * slx * suml2 > sumlx * sumlx * sl2);
+			vpick(&Lc[i], &m, &new_l);
+			vpick(&sumlx, &m, &slx);
+			vpick(&suml2, &m, &sl2);
+			changed |= m;
+		}
+		bool any = false;
+		for (int g = 0; g < LANES; g++)
+			any |= changed[g] != 0;
+		if (!any)
+			break;
+	}
+	vf scale = sumlx / suml2;
+	m = suml2 > 0;
+	scale = (vf)((vi)scale & m);
+	for (int g = 0; g < ngroups; g++) {
+		scales[g] = tiny[g] ? 0.f : scale[g];
+		for (int i = 0; i < n; i++)
+			L[g * n + i] = tiny[g] ? 0 : (int8_t)((int)Lc[i][g] + nmax);
+	}
+}
+
+void quant_make_q3(int ngroups, int n, int nmax, const float *x, int8_t *L, float *scales)
+{
+	for (int g = 0; g < ngroups; g += LANES) {
+		int m = ngroups - g < LANES ? ngroups - g : LANES;
+
+		q3_8(m, n, nmax, x + g * n, L + g * n, scales + g);
+	}
 }
