@@ -11,6 +11,9 @@
 #include <jansson.h>
 
 #include "convert.h"
+#include "eval.h"
+#include "model.h"
+#include "tokenizer.h"
 #include "gguf.h"
 #include "half.h"
 #include "imatrix.h"
@@ -269,6 +272,27 @@ static int run_overlap(graph_node *n, err *e)
 	return rc;
 }
 
+/* An imatrix that says which baseline it came from must be used on that one only. Legacy
+ * .dat files and foreign GGUF imatrices do not say; they are checked by shape instead. */
+static int check_imatrix_baseline(const char *imx_path, const uint8_t base[32], err *e)
+{
+	char hex[65];
+	const char *recorded;
+	gguf_file f;
+	int rc = 0;
+	err ignored = { 0 };
+
+	if (gguf_open(&f, imx_path, &ignored) < 0)
+		return 0; /* not a GGUF: the legacy format */
+	recorded = gguf_meta_get_str(&f.meta, "qbake.imatrix.baseline_sha256");
+	if (recorded && strcmp(recorded, sha256_hex(base, hex)) != 0)
+		rc = err_set(e, "%s was computed from the baseline with SHA-256 %s, not from this one (%s): an "
+				"importance matrix is only valid for the baseline it came from",
+			     imx_path, recorded, hex);
+	gguf_close(&f);
+	return rc;
+}
+
 /* ---- quantize ---- */
 
 static int tier_opts(const recipe_tier *t, tier_options *o, tier_rule **rules, err *e)
@@ -371,7 +395,8 @@ static int run_quantize(const graph *g, graph_node *n, const action_env *env, er
 	have_in = 1;
 	if (imx_node) {
 		action_output_path(env, imx_node, "imatrix.gguf", imx_path, sizeof imx_path);
-		if (imx_load(&imx, imx_path, e) < 0)
+		if (check_imatrix_baseline(imx_path, graph_output(g->baseline, "model.gguf")->digest, e) < 0 ||
+		    imx_load(&imx, imx_path, e) < 0)
 			goto done;
 		have_imx = 1;
 		qp.imatrix = &imx;
@@ -443,6 +468,97 @@ static int check_imported_imatrix(const char *imx_path, const char *base_path, e
 	return rc;
 }
 
+/* A model file opened for inference: the mapping, its vocabulary and the model. */
+typedef struct loaded {
+	gguf_file f;
+	tok_vocab *v;
+	model *m;
+	int open;
+} loaded;
+
+static int load_model(loaded *l, const char *path, int threads, err *e)
+{
+	memset(l, 0, sizeof *l);
+	if (gguf_open(&l->f, path, e) < 0)
+		return -1;
+	l->open = 1;
+	if (!(l->v = tok_load(&l->f.meta, e)) || !(l->m = model_load(&l->f, threads, e)))
+		return -1;
+	return 0;
+}
+
+static void unload_model(loaded *l)
+{
+	model_free(l->m);
+	tok_free(l->v);
+	if (l->open)
+		gguf_close(&l->f);
+	memset(l, 0, sizeof *l);
+}
+
+/* The base names of the files whose input names start with role, for the record. */
+static const char **input_names(const graph_node *n, const char *role, size_t *count)
+{
+	const char **names = calloc(n->ninputs + 1, sizeof *names);
+	size_t rl = strlen(role);
+
+	*count = 0;
+	for (size_t i = 0; names && i < n->ninputs; i++) {
+		const char *slash;
+
+		if (strncmp(n->inputs[i].name, role, rl) != 0)
+			continue;
+		slash = strrchr(n->inputs[i].path, '/');
+		names[(*count)++] = slash ? slash + 1 : n->inputs[i].path;
+	}
+	return names;
+}
+
+/* llama-imatrix's method on the baseline (or on imatrix.from's tier of it), recording the
+ * baseline's digest so the quantize step can check the pairing. */
+static int compute_imatrix(const graph *g, graph_node *n, const action_env *env, err *e)
+{
+	const graph_node *on = n->deps[0];
+	const recipe_imatrix *im = &g->r->imatrix;
+	char path[4200], out[4200], hex[65];
+	const char *extra[2], **datasets = NULL;
+	size_t len = 0, nsets = 0;
+	char *text = NULL;
+	eval_imx imx;
+	loaded l;
+	scratch sc;
+	int rc = -1;
+
+	memset(&imx, 0, sizeof imx);
+	if (scratch_open(&sc, env, e) < 0)
+		return -1;
+	if (load_model(&l, action_output_path(env, on, "model.gguf", path, sizeof path), env->threads, e) < 0)
+		goto done;
+	if (!(text = read_corpus(n, "calib[", &len, e)))
+		goto done;
+	if (eval_imatrix(l.m, l.v, text, len, (int)im->ctx, (int)im->chunks, NULL, NULL, &imx, e) < 0)
+		goto done;
+	extra[0] = "qbake.imatrix.baseline_sha256";
+	extra[1] = sha256_hex(graph_output(g->baseline, "model.gguf")->digest, hex);
+	datasets = input_names(n, "calib[", &nsets);
+	scratch_path(&sc, "imatrix.gguf", out, sizeof out);
+	if (!datasets || eval_imx_save_gguf(&imx, out, datasets, nsets, extra, 1, e) < 0)
+		goto done;
+	if (put_output(env, n, out, "imatrix.gguf", e) < 0)
+		goto done;
+	rc = set_figures(n, json_pack("{s:i, s:i, s:f, s:f}", "chunks", imx.chunks, "ctx", imx.chunk_size, "ppl",
+				      imx.ppl.ppl, "ppl_err", imx.ppl.ppl_err), e);
+done:
+	if (rc < 0)
+		err_prefix(e, "%s", n->label);
+	free(datasets);
+	free(text);
+	eval_imx_free(&imx);
+	unload_model(&l);
+	scratch_close(&sc, "imatrix.gguf");
+	return rc;
+}
+
 static int run_imatrix(const graph *g, graph_node *n, const action_env *env, err *e)
 {
 	char base[4200];
@@ -451,16 +567,15 @@ static int run_imatrix(const graph *g, graph_node *n, const action_env *env, err
 
 	action_output_path(env, g->baseline, "model.gguf", base, sizeof base);
 	if (n->ninputs == 1 && strcmp(n->inputs[0].name, "imatrix") == 0) {
-		if (check_imported_imatrix(n->inputs[0].path, base, e) < 0)
+		if (check_imatrix_baseline(n->inputs[0].path, graph_output(g->baseline, "model.gguf")->digest, e) < 0 ||
+		    check_imported_imatrix(n->inputs[0].path, base, e) < 0)
 			return -1;
 		if (store_put_file(env->s, n->inputs[0].path, 0, d, &size, e) < 0 ||
 		    store_action_add(&n->result, "imatrix.gguf", d, size, e) < 0)
 			return -1;
 		return set_figures(n, json_pack("{s:b}", "imported", 1), e);
 	}
-	return err_set(e, "%s: computing an importance matrix needs the inference core, which this build of "
-			  "qbake does not have yet; give the recipe an imatrix file (imatrix = file \"x.gguf\") or "
-			  "drop the imatrix", n->label);
+	return compute_imatrix(g, n, env, e);
 }
 
 /* ---- eval ---- */

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "audit.h"
 #include "build.h"
 #include "cachecmd.h"
 #include "convert_cmd.h"
@@ -25,6 +26,8 @@ static const cli_command commands[] = {
 	{ "perplexity", "measure a model's perplexity on a text (llama-perplexity's method)", evalcmd_perplexity_help, evalcmd_perplexity_main },
 	{ "imatrix", "compute an importance matrix from a calibration text (llama-imatrix's method)", evalcmd_imatrix_help, evalcmd_imatrix_main },
 	{ "generate", "greedy continuation of a prompt, for smoke tests", evalcmd_generate_help, evalcmd_generate_main },
+	{ "keygen", "make an Ed25519 signing key pair for release attestations", audit_keygen_help, audit_keygen_main },
+	{ "audit", "where a GGUF came from, checked against its signed attestation", audit_help, audit_main },
 	{ NULL, NULL, NULL, NULL },
 };
 

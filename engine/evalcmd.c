@@ -18,7 +18,8 @@
 #include "utf8.h"
 
 const char evalcmd_perplexity_help[] =
-	"usage: qbake perplexity -m MODEL.gguf -f TEXT.txt [--ctx N] [--chunks N] [--threads N] [--json]\n"
+	"usage: qbake perplexity -m MODEL.gguf -f TEXT.txt [--ctx N] [--chunks N] [--threads N]\n"
+	"                        [--baseline BASE.gguf] [--json]\n"
 	"\n"
 	"Measures the perplexity of MODEL on TEXT the way llama-perplexity does: the whole\n"
 	"text is tokenized with BOS, cut into chunks of N tokens (the first token of each\n"
@@ -35,8 +36,17 @@ const char evalcmd_perplexity_help[] =
 	"  --ctx N            tokens per chunk (default 512; at most the model's context)\n"
 	"  --chunks N         evaluate at most N chunks (default: all)\n"
 	"  --threads N        threads (default: the number of CPUs)\n"
+	"  --baseline FILE    also run the baseline model BASE (same vocabulary) on the same\n"
+	"                     chunks and compare, as llama-perplexity --kl-divergence does:\n"
+	"                     PPL of both, mean ln(PPL/PPL(base)), mean KL-divergence\n"
+	"                     (base || model) +/- error and its percentiles (max, 99.9, 99,\n"
+	"                     95, 90, median, 10, 5, 1, 0.1, min), dp = p(correct) - p_base\n"
+	"                     (correct) mean, RMS and percentiles, same-top %% +/- error\n"
 	"  --json             print {\"ppl\", \"ppl_err\", \"nll\", \"chunks\", \"ctx\", \"scored\",\n"
-	"                     \"tokens\", \"seconds\"} instead of the text line\n"
+	"                     \"tokens\", \"seconds\"} (with --baseline also \"base_ppl\",\n"
+	"                     \"base_ppl_err\", \"ln_ppl_ratio\", \"ppl_ratio\", \"kld\", \"kld_err\",\n"
+	"                     \"kld_percentiles\", \"dp\", \"dp_err\", \"dp_rms\", \"dp_percentiles\",\n"
+	"                     \"same_top\", \"same_top_err\"; percentages for dp and same_top)\n"
 	"  --help             this text\n"
 	"\n"
 	"exit codes:\n"
@@ -206,7 +216,7 @@ static double now(void)
 
 int evalcmd_perplexity_main(int argc, char **argv)
 {
-	const char *mpath = NULL, *fpath = NULL;
+	const char *mpath = NULL, *fpath = NULL, *bpath = NULL;
 	int ctx = 512, chunks = 0, threads = default_threads();
 	bool json = false;
 	for (int i = 1; i < argc; i++) {
@@ -220,6 +230,8 @@ int evalcmd_perplexity_main(int argc, char **argv)
 			mpath = argv[++i];
 		} else if ((!strcmp(a, "-f") || !strcmp(a, "--file")) && next) {
 			fpath = argv[++i];
+		} else if (!strcmp(a, "--baseline") && next) {
+			bpath = argv[++i];
 		} else if ((!strcmp(a, "--ctx") || !strcmp(a, "-c")) && next) {
 			if ((ctx = num(argv[++i])) < 0)
 				return usage("perplexity", "--ctx needs a positive number");
@@ -239,11 +251,13 @@ int evalcmd_perplexity_main(int argc, char **argv)
 		return usage("perplexity", "-m MODEL and -f TEXT are required");
 
 	err e = { 0 };
-	loaded l;
+	loaded l, b;
 	size_t len = 0;
 	char *text = NULL;
 	int rc = 2;
-	if (load(&l, mpath, threads, &e) || !(text = read_text(fpath, &len, &e)))
+	memset(&b, 0, sizeof b);
+	if (load(&l, mpath, threads, &e) || (bpath && load(&b, bpath, threads, &e)) ||
+	    !(text = read_text(fpath, &len, &e)))
 		goto out;
 	const model_hparams *hp = model_params(l.m);
 	if (ctx > hp->n_ctx_train) {
@@ -251,20 +265,54 @@ int evalcmd_perplexity_main(int argc, char **argv)
 			hp->n_ctx_train);
 		goto out;
 	}
+	if (b.m && model_params(b.m)->n_vocab != hp->n_vocab) {
+		err_set(&e, "%s has %d tokens, %s has %d: not the same vocabulary", bpath, model_params(b.m)->n_vocab,
+			mpath, hp->n_vocab);
+		goto out;
+	}
 	if (!json)
 		fprintf(stderr, "%s: %s, %d layers, %d threads; %s: %zu bytes; ctx %d\n", mpath, hp->arch, hp->n_layer,
 			threads, fpath, len, ctx);
 	eval_ppl r;
+	eval_cmp c;
 	double t0 = now();
-	if (eval_perplexity(l.m, l.v, text, len, ctx, chunks, json ? NULL : progress, NULL, &r, &e)) {
-		rc = r.n_tokens && r.n_tokens < 2 * (size_t)ctx ? 2 : 1;
+	if (b.m ? eval_compare(b.m, l.m, l.v, text, len, ctx, chunks, json ? NULL : progress, NULL, &c, &e)
+		: eval_perplexity(l.m, l.v, text, len, ctx, chunks, json ? NULL : progress, NULL, &r, &e)) {
+		size_t nt = b.m ? c.test.n_tokens : r.n_tokens;
+		rc = nt && nt < 2 * (size_t)ctx ? 2 : 1;
 		goto out;
 	}
+	if (b.m)
+		r = c.test;
 	double secs = now() - t0;
 	if (json) {
 		json_t *o = json_pack("{s:f, s:f, s:f, s:i, s:i, s:I, s:I, s:f}", "ppl", r.ppl, "ppl_err", r.ppl_err, "nll",
 				      r.nll, "chunks", r.chunks, "ctx", ctx, "scored", (json_int_t)r.count, "tokens",
 				      (json_int_t)r.n_tokens, "seconds", secs);
+		if (o && b.m) {
+			json_t *kp = json_object(), *dp = json_object();
+			char k[16];
+			for (int i = 0; i < 11; i++) {
+				snprintf(k, sizeof k, "%g", eval_kld_pcts[i]);
+				json_object_set_new(kp, k, json_real(c.kld_pct[i]));
+			}
+			for (int i = 0; i < 13; i++) {
+				snprintf(k, sizeof k, "%g", eval_dp_pcts[i]);
+				json_object_set_new(dp, k, json_real(100 * c.dp_pct[i]));
+			}
+			json_t *x = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:o, s:f, s:f, s:f, s:o, s:f, s:f}",
+							"base_ppl", c.base.ppl, "base_ppl_err", c.base.ppl_err,
+							"ln_ppl_ratio", c.ln_ratio, "ppl_ratio", c.test.ppl / c.base.ppl,
+							"kld", c.kld, "kld_err", c.kld_err, "kld_percentiles", kp, "dp",
+							100 * c.dp, "dp_err", 100 * c.dp_err, "dp_rms", 100 * c.dp_rms,
+							"dp_percentiles", dp, "same_top", 100 * c.same_top, "same_top_err",
+							100 * c.same_top_err);
+			if (!x || json_object_update(o, x)) {
+				json_decref(o);
+				o = NULL;
+			}
+			json_decref(x);
+		}
 		int bad = !o || json_dumpf(o, stdout, JSON_INDENT(2)) || putchar('\n') == EOF;
 		json_decref(o);
 		if (bad) {
@@ -274,8 +322,26 @@ int evalcmd_perplexity_main(int argc, char **argv)
 		}
 	} else {
 		fprintf(stderr, "\n%d chunks x %d tokens in %.2f s (%.0f tokens/s, tokenizing included)\n", r.chunks, ctx,
-			secs, (double)r.chunks * ctx / secs);
+			secs, (double)r.chunks * ctx * (b.m ? 2 : 1) / secs);
 		printf("PPL = %.4f +/- %.5f\n", r.ppl, r.ppl_err);
+		if (b.m) {
+			static const char *const kn[11] = { "Maximum", "99.9%  ", "99.0%  ", "95.0%  ", "90.0%  ", "Median ",
+							    "10.0%  ", " 5.0%  ", " 1.0%  ", " 0.1%  ", "Minimum" };
+			static const char *const dn[13] = { "Maximum", "99.9%  ", "99.0%  ", "95.0%  ", "90.0%  ", "75.0%  ",
+							    "Median ", "25.0%  ", "10.0%  ", " 5.0%  ", " 1.0%  ", " 0.1%  ",
+							    "Minimum" };
+			printf("Mean PPL(base)                : %.6f +/- %.6f\n", c.base.ppl, c.base.ppl_err);
+			printf("Mean ln(PPL(Q)/PPL(base))     : %.6f +/- %.6f\n", c.ln_ratio, c.ln_ratio_err);
+			printf("Mean PPL(Q)/PPL(base)         : %.6f\n", c.test.ppl / c.base.ppl);
+			printf("Mean    KLD: %10.6f +/- %10.6f\n", c.kld, c.kld_err);
+			for (int i = 0; i < 11; i++)
+				printf("%s KLD: %10.6f\n", kn[i], c.kld_pct[i]);
+			printf("Mean    dp: %7.3f +/- %.3f %%\n", 100 * c.dp, 100 * c.dp_err);
+			for (int i = 0; i < 13; i++)
+				printf("%s dp: %7.3f %%\n", dn[i], 100 * c.dp_pct[i]);
+			printf("RMS dp    : %7.3f +/- %.3f %%\n", 100 * c.dp_rms, 100 * c.dp_rms_err);
+			printf("Same top p: %7.3f +/- %.3f %%\n", 100 * c.same_top, 100 * c.same_top_err);
+		}
 	}
 	rc = fflush(stdout) ? 1 : 0;
 	if (rc)
@@ -285,6 +351,7 @@ out:
 		fprintf(stderr, "qbake: %s\n", e.msg);
 	free(text);
 	unload(&l);
+	unload(&b);
 	return rc;
 }
 

@@ -19,7 +19,7 @@ double eval_logprob(const float *logits, int n_vocab, int32_t target)
 		mx = logits[i] > mx ? logits[i] : mx;
 	double sum = 0;
 	for (int i = 0; i < n_vocab; i++)
-		sum += exp((double)(logits[i] - mx));
+		sum += expf(logits[i] - mx);
 	return (double)(logits[target] - mx) - log(sum);
 }
 
@@ -364,4 +364,163 @@ fail:
 		afile_abort(&f);
 	free(buf);
 	return -1;
+}
+
+/* ---- comparison with a baseline ---- */
+
+const double eval_kld_pcts[11] = { 100, 99.9, 99, 95, 90, 50, 10, 5, 1, 0.1, 0 };
+const double eval_dp_pcts[13] = { 100, 99.9, 99, 95, 90, 75, 50, 25, 10, 5, 1, 0.1, 0 };
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+/* The p-th percentile (0..100) of sorted v[0..n). */
+static double pct(const double *v, size_t n, double p)
+{
+	size_t i = (size_t)(p / 100.0 * (double)(n - 1) + 0.5);
+	return v[i < n ? i : n - 1];
+}
+
+/* Log-sum-exp of logits and their argmax. */
+static double lse(const float *l, int n, int *arg)
+{
+	int a = 0;
+	for (int i = 1; i < n; i++)
+		if (l[i] > l[a])
+			a = i;
+	double sum = 0;
+	for (int i = 0; i < n; i++)
+		sum += expf(l[i] - l[a]);
+	*arg = a;
+	return (double)l[a] + log(sum);
+}
+
+int eval_compare(const model *base, const model *m, const tok_vocab *v, const char *text, size_t len, int ctx,
+		 int max_chunks, eval_progress_fn progress, void *pctx, eval_cmp *out, err *e)
+{
+	const model_hparams *hp = model_params(m), *hb = model_params(base);
+	tok_ids ids = { 0 };
+	int32_t *batch = NULL;
+	float *lq = NULL, *lb = NULL;
+	double *kl = NULL, *dps = NULL;
+	int rc = -1;
+
+	memset(out, 0, sizeof *out);
+	if (hb->n_vocab != hp->n_vocab || tok_n_vocab(v) != hp->n_vocab)
+		return err_set(e, "the baseline has %d tokens, the model %d", hb->n_vocab, hp->n_vocab);
+	if (ctx < 4)
+		return err_set(e, "context %d is too small", ctx);
+	if (ctx > hp->n_ctx_train || ctx > hb->n_ctx_train)
+		return err_set(e, "context %d is larger than the model's training context %d", ctx,
+			       hp->n_ctx_train < hb->n_ctx_train ? hp->n_ctx_train : hb->n_ctx_train);
+	if (tok_encode(v, text, len, true, false, &ids, e))
+		return -1;
+	out->base.n_tokens = out->test.n_tokens = ids.n;
+	if (ids.n < 2 * (size_t)ctx) {
+		err_set(e, "text has %zu tokens, fewer than 2 x context (%d)", ids.n, 2 * ctx);
+		goto done;
+	}
+	int n_chunks = (int)(ids.n / (size_t)ctx);
+	if (max_chunks > 0 && max_chunks < n_chunks)
+		n_chunks = max_chunks;
+	int first = ctx / 2, scored = ctx - 1 - first, nv = hp->n_vocab;
+	int per = BATCH_TOKENS / ctx > 0 ? BATCH_TOKENS / ctx : 1;
+	size_t total = (size_t)n_chunks * (size_t)scored;
+	batch = malloc((size_t)per * ctx * sizeof *batch);
+	lq = malloc((size_t)per * (size_t)(ctx - first) * (size_t)nv * sizeof *lq);
+	lb = malloc((size_t)per * (size_t)(ctx - first) * (size_t)nv * sizeof *lb);
+	kl = malloc(total * sizeof *kl);
+	dps = malloc(total * sizeof *dps);
+	if (!batch || !lq || !lb || !kl || !dps) {
+		err_set(e, "out of memory");
+		goto done;
+	}
+	double nq = 0, nq2 = 0, nb = 0, nb2 = 0, dl = 0, dl2 = 0, k1 = 0, k2 = 0, d1 = 0, d2 = 0, d4 = 0;
+	size_t n = 0, same = 0;
+	for (int c0 = 0; c0 < n_chunks; c0 += per) {
+		int ns = n_chunks - c0 < per ? n_chunks - c0 : per;
+		for (int s = 0; s < ns; s++) {
+			memcpy(batch + (size_t)s * ctx, ids.ids + (size_t)(c0 + s) * ctx, (size_t)ctx * sizeof *batch);
+			if (tok_adds_bos(v))
+				batch[(size_t)s * ctx] = tok_bos(v);
+		}
+		model_batch bb = { batch, ns, ctx, first, lb, NULL, NULL }, bq = { batch, ns, ctx, first, lq, NULL, NULL };
+		if (model_eval(base, &bb, e) || model_eval(m, &bq, e))
+			goto done;
+		for (int s = 0; s < ns; s++) {
+			const int32_t *tok = ids.ids + (size_t)(c0 + s) * ctx;
+			for (int j = 0; j < scored; j++) {
+				size_t row = ((size_t)s * (ctx - first) + (size_t)j) * nv;
+				const float *pb = lb + row, *pq = lq + row;
+				int ab, aq;
+				double zb = lse(pb, nv, &ab), zq = lse(pq, nv, &aq), kld = 0;
+				for (int i = 0; i < nv; i++) {
+					double lpb = pb[i] - zb;
+					kld += exp(lpb) * (lpb - (pq[i] - zq));
+				}
+				int32_t t = tok[first + j + 1];
+				double lpb = pb[t] - zb, lpq = pq[t] - zq, dp = exp(lpq) - exp(lpb);
+				nb -= lpb;
+				nb2 += lpb * lpb;
+				nq -= lpq;
+				nq2 += lpq * lpq;
+				dl += lpb - lpq;
+				dl2 += (lpb - lpq) * (lpb - lpq);
+				k1 += kld;
+				k2 += kld * kld;
+				d1 += dp;
+				d2 += dp * dp;
+				d4 += dp * dp * dp * dp;
+				same += ab == aq;
+				kl[n] = kld;
+				dps[n] = dp;
+				n++;
+			}
+			if (progress)
+				progress(pctx, c0 + s, exp(nq / (double)n));
+		}
+	}
+	double N = (double)n;
+	out->count = n;
+	out->base.chunks = out->test.chunks = n_chunks;
+	out->base.count = out->test.count = n;
+	out->base.nll = nb / N;
+	out->test.nll = nq / N;
+	out->base.ppl = exp(out->base.nll);
+	out->test.ppl = exp(out->test.nll);
+	double vb = nb2 / N - out->base.nll * out->base.nll, vq = nq2 / N - out->test.nll * out->test.nll;
+	out->base.ppl_err = vb > 0 ? sqrt(vb / (N - 1)) * out->base.ppl : 0;
+	out->test.ppl_err = vq > 0 ? sqrt(vq / (N - 1)) * out->test.ppl : 0;
+	out->ln_ratio = dl / N;
+	double vl = dl2 / N - out->ln_ratio * out->ln_ratio;
+	out->ln_ratio_err = vl > 0 ? sqrt(vl / (N - 1)) : 0;
+	out->kld = k1 / N;
+	double vk = k2 / N - out->kld * out->kld;
+	out->kld_err = vk > 0 ? sqrt(vk / (N - 1)) : 0;
+	out->dp = d1 / N;
+	double vd = d2 / N - out->dp * out->dp;
+	out->dp_err = vd > 0 ? sqrt(vd / (N - 1)) : 0;
+	out->dp_rms = sqrt(d2 / N);
+	double v2 = d4 / N - (d2 / N) * (d2 / N);
+	out->dp_rms_err = out->dp_rms > 0 && v2 > 0 ? sqrt(v2 / (N - 1)) / (2 * out->dp_rms) : 0;
+	out->same_top = (double)same / N;
+	out->same_top_err = sqrt(out->same_top * (1 - out->same_top) / (N - 1));
+	qsort(kl, n, sizeof *kl, cmp_double);
+	qsort(dps, n, sizeof *dps, cmp_double);
+	for (int i = 0; i < 11; i++)
+		out->kld_pct[i] = pct(kl, n, eval_kld_pcts[i]);
+	for (int i = 0; i < 13; i++)
+		out->dp_pct[i] = pct(dps, n, eval_dp_pcts[i]);
+	rc = 0;
+done:
+	tok_ids_free(&ids);
+	free(batch);
+	free(lq);
+	free(lb);
+	free(kl);
+	free(dps);
+	return rc;
 }

@@ -31,6 +31,31 @@ typedef void (*eval_progress_fn)(void *ctx, int chunk, double ppl);
 int eval_perplexity(const model *m, const tok_vocab *v, const char *text, size_t len, int ctx, int max_chunks,
 		    eval_progress_fn progress, void *pctx, eval_ppl *out, err *e);
 
+/* How far a model's predictions are from a baseline's on the same chunks
+ * (llama-perplexity --kl-divergence). Percentile arrays follow eval_kld_pcts and
+ * eval_dp_pcts; Δp figures are fractions (x 100 for %). */
+typedef struct eval_cmp {
+	eval_ppl base, test;       /* perplexities of the baseline and of the model */
+	double ln_ratio, ln_ratio_err; /* mean ln(PPL(test)/PPL(base)) per token, with its error */
+	double kld, kld_err;       /* mean KL-divergence(base || test) */
+	double kld_pct[11];
+	double dp, dp_err;         /* mean p_test(correct) - p_base(correct) */
+	double dp_rms, dp_rms_err;
+	double dp_pct[13];
+	double same_top, same_top_err; /* fraction of tokens where both argmaxes agree */
+	size_t count;              /* tokens compared */
+} eval_cmp;
+
+/* The percentiles reported for KLD (100 = maximum, 0 = minimum) and for Δp. */
+extern const double eval_kld_pcts[11];
+extern const double eval_dp_pcts[13];
+
+/* Runs base and m over the same chunks (as eval_perplexity) and compares their
+ * next-token distributions on every scored position. Both must share the vocabulary v.
+ * Returns 0, or -1 with e set. */
+int eval_compare(const model *base, const model *m, const tok_vocab *v, const char *text, size_t len, int ctx,
+		 int max_chunks, eval_progress_fn progress, void *pctx, eval_cmp *out, err *e);
+
 /* Greedy continuation: tokenizes prompt (with BOS, special tokens parsed, as
  * llama-completion does), then appends to out up to n_predict argmax tokens, stopping
  * after an end-of-generation token. Returns 0, or -1 with e set. */

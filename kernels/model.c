@@ -13,8 +13,6 @@
 /* Largest f32 slice of one weight matrix dequantized at a time (floats): bounds the
  * scratch for huge output heads; every matrix of a small model fits whole. */
 #define WBUDGET ((size_t)1 << 25)
-/* Weight rows per GEMM call. */
-#define RBLOCK 128
 /* Query rows per attention block: rows of a block share the causal key range. */
 #define QBLOCK 64
 
@@ -262,19 +260,11 @@ typedef struct mm {
 	float *wbuf; /* dequantized rows r0.. of this pass */
 } mm;
 
-/* Blocks lo..hi of RBLOCK weight rows (the last one shorter): every block is one GEMM
- * of the same shape whatever the thread count, so the sums come out bit-identical. */
-static void mm_slice(void *p, int64_t lo, int64_t hi)
+/* Dequantizes weight rows lo..hi of this pass. */
+static void mm_dequant(void *p, int64_t lo, int64_t hi)
 {
 	const mm *a = p;
-	int in = (int)a->w->ne[0];
-	for (int64_t b = lo; b < hi; b++) {
-		int64_t r = b * RBLOCK, n = a->rows - r < RBLOCK ? a->rows - r : RBLOCK;
-		float *w = a->wbuf + r * in;
-		dequant_rows(a->w, a->r0 + r, a->r0 + r + n, w);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a->n, (int)n, in, 1.0f, a->x, in, w, in, 0.0f,
-			    a->y + a->r0 + r, a->ldy);
-	}
+	dequant_rows(a->w, a->r0 + lo, a->r0 + hi, a->wbuf + lo * (int64_t)a->w->ne[0]);
 }
 
 /* Workspace of one forward pass. */
@@ -291,9 +281,9 @@ static int matmul(ws *s, const gguf_tensor *w, const gguf_tensor *bias, const fl
 		  err *e)
 {
 	int64_t rows = (int64_t)w->ne[1], in = (int64_t)w->ne[0];
-	int64_t step = (int64_t)(WBUDGET / (size_t)in) / RBLOCK * RBLOCK;
-	if (step < RBLOCK)
-		step = RBLOCK;
+	int64_t step = (int64_t)(WBUDGET / (size_t)in);
+	if (step < 1)
+		step = 1;
 	if (step > rows)
 		step = rows;
 	if ((size_t)(step * in) > s->wcap) {
@@ -309,7 +299,13 @@ static int matmul(ws *s, const gguf_tensor *w, const gguf_tensor *bias, const fl
 	for (int64_t r0 = 0; r0 < rows; r0 += step) {
 		int64_t r1 = r0 + step < rows ? r0 + step : rows;
 		mm a = { w, x, y, n, ldy, r0, r1 - r0, s->wbuf };
-		parallel(s->m->n_threads, (r1 - r0 + RBLOCK - 1) / RBLOCK, mm_slice, &a);
+		parallel(s->m->n_threads, r1 - r0, mm_dequant, &a);
+		/* One GEMM for the whole slice, threaded by OpenBLAS: each output element is
+		 * still one dot product over the same K order, whatever the thread count. */
+		openblas_set_num_threads(s->m->n_threads);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)(r1 - r0), (int)in, 1.0f, x, (int)in, s->wbuf,
+			    (int)in, 0.0f, y + r0, ldy);
+		openblas_set_num_threads(1);
 	}
 	if (bias) {
 		float *b = s->wbuf; /* free again: the multiplication is done */

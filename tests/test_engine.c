@@ -193,6 +193,35 @@ static void test_second_recipe_shares(void)
 	snprintf(dir, sizeof dir, "%s", saved);
 }
 
+/* One imatrix serves every tier; a calibration change redoes it and its tiers only. */
+static void test_imatrix(void)
+{
+	const char *extra = "  corpora = { calib = text { \"calib*.txt\" } },\n"
+			    "  imatrix = { corpus = \"calib\", ctx = 64, chunks = 4 },\n";
+	char text[1 << 14];
+	build_result res;
+	err e = { 0 };
+
+	/* About 1500 tokens of real text: four chunks of 64. */
+	for (size_t i = 0, k = 0; i < sizeof text - 200; i += (size_t)k)
+		k = snprintf(text + i, sizeof text - i, "The quick brown fox %zu jumps over the lazy dog; "
+							  "Python's list.sort() is stable. ", i);
+	write_file("calib1.txt", text);
+	write_recipe("\"Q8_0\", \"Q4_K_M\"", extra);
+	CHECK(build(&res, &e) == 0, "build with an imatrix: %s", e.msg);
+	CHECK(res.ran == 3 && strstr(res.ran_labels, "imatrix") && !strstr(res.ran_labels, "baseline"),
+	      "the baseline came from the cache, the imatrix and both tiers ran: %s", res.ran_labels);
+	CHECK(build(&res, &e) == 0 && res.ran == 0, "no-op with an imatrix ran %s", res.ran_labels);
+
+	/* A new calibration file (the glob finds it): imatrix and tiers, not the baseline. */
+	write_file("calib2.txt", "More calibration text, about asyncio event loops and their tasks.\n");
+	CHECK(build(&res, &e) == 0, "%s", e.msg);
+	CHECK(res.ran == 3 && strstr(res.ran_labels, "imatrix") && strstr(res.ran_labels, "quantize Q8_0") &&
+	      strstr(res.ran_labels, "quantize Q4_K_M") && !strstr(res.ran_labels, "baseline"),
+	      "calibration change ran %d: %s", res.ran, res.ran_labels);
+	check_system("rm -f '%s/calib2.txt'", dir);
+}
+
 static void test_overlap_rule(void)
 {
 	char extra[1024];
@@ -328,6 +357,7 @@ int main(void)
 	mkdir(dir, 0755);
 	test_incremental();
 	test_second_recipe_shares();
+	test_imatrix();
 	test_overlap_rule();
 	test_requantized_rules();
 	return check_done();

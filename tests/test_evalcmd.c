@@ -1,5 +1,6 @@
 /* test_evalcmd.c - `qbake perplexity` and `qbake generate` run as programs: golden figures, bad input exits 2 */
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,27 +29,31 @@ static int run(const char *args, char **out, char **errs)
 	return rc;
 }
 
-/* quality.tsv's PPL for file (a path relative to golden/pydoc-8m/). */
-static double golden(const char *file)
+/* quality.tsv's row for file (a path relative to golden/pydoc-8m/): PPL, KLD, same-top %. */
+static int golden(const char *file, double *ppl, double *kld, double *same)
 {
 	char *path = check_shared_path("golden/pydoc-8m/quality.tsv"), *t = check_slurp(path, NULL), key[256];
-	double v = 0;
+	double err;
 	snprintf(key, sizeof key, "\n%s\t", file);
 	char *l = t ? strstr(t, key) : NULL;
-	if (l)
-		v = strtod(l + strlen(key), NULL);
+	int ok = l && sscanf(l + strlen(key), "%lf %lf %lf %lf", ppl, &err, kld, same) == 4;
 	free(t);
 	free(path);
-	return v;
+	return ok;
 }
 
-static void ppl(const char *file)
+/* PPL of file within 0.5 % of llama-perplexity's; with the F16 baseline, mean KLD within
+ * 5 % or 0.0005 and same-top within 0.5 points. */
+static void ppl(const char *file, bool kld)
 {
 	const char *sh = check_shared();
-	char args[8192], *out, *errs;
-	double want = golden(file);
-	snprintf(args, sizeof args, "perplexity -m '%s/golden/pydoc-8m/%s' -f '%s/fixtures/corpora/eval.txt' --ctx 256 --chunks 64 --threads 2 --json",
-		 sh, file, sh);
+	char args[8192], base[4200] = "", *out, *errs;
+	double want = 0, wkld = 0, wsame = 0;
+	CHECK(golden(file, &want, &wkld, &wsame), "no line for %s in quality.tsv", file);
+	if (kld)
+		snprintf(base, sizeof base, "--baseline '%s/golden/pydoc-8m/pydoc-8m-F16.gguf'", sh);
+	snprintf(args, sizeof args, "perplexity -m '%s/golden/pydoc-8m/%s' -f '%s/fixtures/corpora/eval.txt' --ctx 256 --chunks 64 --threads 2 --json %s",
+		 sh, file, sh, base);
 	int rc = run(args, &out, &errs);
 	json_t *j = out ? json_loads(out, 0, NULL) : NULL;
 	double got = json_real_value(json_object_get(j, "ppl"));
@@ -56,6 +61,13 @@ static void ppl(const char *file)
 	CHECK(rc == 0 && j, "%s: exit %d: %s", file, rc, errs);
 	CHECK(want > 0 && fabs(got - want) / want < 0.005, "%s: PPL %.4f, golden %.4f", file, got, want);
 	CHECK(json_integer_value(json_object_get(j, "scored")) == 64 * 127, "scored");
+	if (kld) {
+		double k = json_real_value(json_object_get(j, "kld")), st = json_real_value(json_object_get(j, "same_top"));
+		printf("%s: KLD %.6f (llama %.6f), same top %.3f %% (llama %.3f %%)\n", file, k, wkld, st, wsame);
+		CHECK(fabs(k - wkld) / wkld < 0.05 || fabs(k - wkld) < 0.0005, "KLD %.6f, golden %.6f", k, wkld);
+		CHECK(fabs(st - wsame) < 0.5, "same top %.3f, golden %.3f", st, wsame);
+		CHECK(json_real_value(json_object_get(j, "ln_ppl_ratio")) > 0, "a quantized model is worse");
+	}
 	json_decref(j);
 	free(out);
 	free(errs);
@@ -125,8 +137,8 @@ int main(void)
 	char args[8192], *out, *errs;
 
 	imatrix();
-	ppl("quant/pydoc-8m-Q4_K_M-imat.gguf");
-	ppl("quant/pydoc-8m-Q8_0.gguf");
+	ppl("quant/pydoc-8m-Q4_K_M-imat.gguf", true);
+	ppl("quant/pydoc-8m-Q8_0.gguf", false);
 
 	/* generate: llama-completion's continuation (its file ends with "\n\n", ours with "\n"). */
 	snprintf(args, sizeof args, "generate -m '%s/golden/pydoc-8m/pydoc-8m-F16.gguf' -p 'def fibonacci(n):' -n 32 --threads 1", sh);
