@@ -56,6 +56,17 @@ extern const double eval_dp_pcts[13];
 int eval_compare(const model *base, const model *m, const tok_vocab *v, const char *text, size_t len, int ctx,
 		 int max_chunks, eval_progress_fn progress, void *pctx, eval_cmp *out, err *e);
 
+/* Runs the baseline m over the chunks eval_perplexity uses and saves, for every scored
+ * position, its log-probabilities (16 bits each) and the target's exact NLL to path
+ * (atomically): what eval_compare_saved needs instead of running the baseline again.
+ * out receives the baseline's perplexity. Returns 0, or -1 with e set. */
+int eval_base_save(const model *m, const tok_vocab *v, const char *text, size_t len, int ctx, int max_chunks,
+		   const char *path, eval_ppl *out, err *e);
+/* eval_compare with the baseline read from a file eval_base_save wrote for the same text,
+ * ctx and chunks. Returns 0, or -1 with e set (another text or shape, a damaged file). */
+int eval_compare_saved(const model *m, const tok_vocab *v, const char *text, size_t len, int ctx, int max_chunks,
+		       const char *base_path, eval_progress_fn progress, void *pctx, eval_cmp *out, err *e);
+
 /* Greedy continuation: tokenizes prompt (with BOS, special tokens parsed, as
  * llama-completion does), then appends to out up to n_predict argmax tokens, stopping
  * after an end-of-generation token. Returns 0, or -1 with e set. */
