@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "afile.h"
+#include "half.h"
 
 /* Tokens evaluated per forward pass, in whole chunks: big enough that each weight is
  * dequantized once for many chunks, small enough that activations stay modest. */
@@ -23,12 +24,32 @@ double eval_logprob(const float *logits, int n_vocab, int32_t target)
 	return (double)(logits[target] - mx) - log(sum);
 }
 
+/* Log-sum-exp of logits and their argmax. */
+static double lse(const float *l, int n, int *arg)
+{
+	int a = 0;
+	for (int i = 1; i < n; i++)
+		if (l[i] > l[a])
+			a = i;
+	double sum = 0;
+	for (int i = 0; i < n; i++)
+		sum += expf(l[i] - l[a]);
+	*arg = a;
+	return (double)l[a] + log(sum);
+}
+
 /* The chunk loop shared by perplexity and imatrix: every chunk evaluated, its second
  * half scored into out; on_matmul sees every multiplication. */
+/* Baseline log-probability files ("QBKLP001"): u32 n_vocab, ctx, chunks, 0; the chunks'
+ * tokens (int32, chunks x ctx, as in the text: BOS replacement implied); then for every
+ * scored position (ctx/2 .. ctx-2 of each chunk) the n_vocab log-probabilities as F16. */
+static const char lp_magic[8] = { 'Q', 'B', 'K', 'L', 'P', '0', '0', '1' };
+
 static int run_chunks(const model *m, const tok_vocab *v, const char *text, size_t len, int ctx, int max_chunks,
 		      model_matmul_fn on_matmul, void *mctx, eval_progress_fn progress, void *pctx, eval_ppl *out,
-		      err *e)
+		      afile *sink, err *e)
 {
+	uint16_t *h16 = NULL;
 	const model_hparams *hp = model_params(m);
 	tok_ids ids = { 0 };
 	int32_t *batch = NULL;
@@ -56,9 +77,16 @@ static int run_chunks(const model *m, const tok_vocab *v, const char *text, size
 	int per = BATCH_TOKENS / ctx > 0 ? BATCH_TOKENS / ctx : 1;
 	batch = malloc((size_t)per * ctx * sizeof *batch);
 	logits = malloc((size_t)per * (size_t)(ctx - first) * (size_t)hp->n_vocab * sizeof *logits);
-	if (!batch || !logits) {
+	h16 = malloc((size_t)hp->n_vocab * sizeof *h16);
+	if (!batch || !logits || !h16) {
 		err_set(e, "out of memory");
 		goto done;
+	}
+	if (sink) {
+		uint32_t hdr[4] = { (uint32_t)hp->n_vocab, (uint32_t)ctx, (uint32_t)n_chunks, 0 };
+		if (afile_write(sink, lp_magic, 8, e) || afile_write(sink, hdr, sizeof hdr, e) ||
+		    afile_write(sink, ids.ids, (size_t)n_chunks * ctx * sizeof *ids.ids, e))
+			goto done;
 	}
 	double nll = 0, nll2 = 0;
 	size_t count = 0;
@@ -77,6 +105,14 @@ static int run_chunks(const model *m, const tok_vocab *v, const char *text, size
 			for (int j = 0; j < scored; j++) {
 				const float *l = logits + ((size_t)s * (ctx - first) + (size_t)j) * hp->n_vocab;
 				double lp = eval_logprob(l, hp->n_vocab, tok[first + j + 1]);
+				if (sink) {
+					int arg;
+					double z = lse(l, hp->n_vocab, &arg);
+					for (int i = 0; i < hp->n_vocab; i++)
+						h16[i] = half_from_f32((float)(l[i] - z));
+					if (afile_write(sink, h16, (size_t)hp->n_vocab * sizeof *h16, e))
+						goto done;
+				}
 				nll -= lp;
 				nll2 += lp * lp;
 				count++;
@@ -96,13 +132,27 @@ done:
 	tok_ids_free(&ids);
 	free(batch);
 	free(logits);
+	free(h16);
 	return rc;
 }
 
 int eval_perplexity(const model *m, const tok_vocab *v, const char *text, size_t len, int ctx, int max_chunks,
 		    eval_progress_fn progress, void *pctx, eval_ppl *out, err *e)
 {
-	return run_chunks(m, v, text, len, ctx, max_chunks, NULL, NULL, progress, pctx, out, e);
+	return run_chunks(m, v, text, len, ctx, max_chunks, NULL, NULL, progress, pctx, out, NULL, e);
+}
+
+int eval_save_baseline(const model *m, const tok_vocab *v, const char *text, size_t len, int ctx, int max_chunks,
+		       const char *path, eval_progress_fn progress, void *pctx, eval_ppl *out, err *e)
+{
+	afile f;
+	if (afile_open(&f, path, 0, 0, e))
+		return -1;
+	if (run_chunks(m, v, text, len, ctx, max_chunks, NULL, NULL, progress, pctx, out, &f, e)) {
+		afile_abort(&f);
+		return -1;
+	}
+	return afile_commit(&f, NULL, e);
 }
 
 int eval_generate(const model *m, const tok_vocab *v, const char *prompt, size_t len, int n_predict, tok_ids *out,
@@ -225,7 +275,7 @@ int eval_imatrix(const model *m, const tok_vocab *v, const char *text, size_t le
 	out->e = calloc(out->cap, sizeof *out->e);
 	if (!out->e)
 		return err_set(e, "out of memory");
-	if (run_chunks(m, v, text, len, ctx, max_chunks, imx_add, out, progress, pctx, &out->ppl, e)) {
+	if (run_chunks(m, v, text, len, ctx, max_chunks, imx_add, out, progress, pctx, &out->ppl, NULL, e)) {
 		eval_imx_free(out);
 		return -1;
 	}
@@ -384,24 +434,50 @@ static double pct(const double *v, size_t n, double p)
 	return v[i < n ? i : n - 1];
 }
 
-/* Log-sum-exp of logits and their argmax. */
-static double lse(const float *l, int n, int *arg)
+/* Opens a baseline log-probability file and checks it was made from these chunks. */
+static FILE *open_base(const char *path, const tok_ids *ids, int n_vocab, int ctx, int n_chunks, err *e)
 {
-	int a = 0;
-	for (int i = 1; i < n; i++)
-		if (l[i] > l[a])
-			a = i;
-	double sum = 0;
-	for (int i = 0; i < n; i++)
-		sum += expf(l[i] - l[a]);
-	*arg = a;
-	return (double)l[a] + log(sum);
+	FILE *f = fopen(path, "rb");
+	char magic[8];
+	uint32_t hdr[4];
+	int32_t *tok = NULL;
+	if (!f) {
+		err_errno(e, "%s", path);
+		return NULL;
+	}
+	if (fread(magic, 1, 8, f) != 8 || memcmp(magic, lp_magic, 8) || fread(hdr, sizeof hdr, 1, f) != 1) {
+		err_set(e, "%s: offset 0: not a qbake baseline log-probability file", path);
+		goto fail;
+	}
+	if ((int)hdr[0] != n_vocab || (int)hdr[1] != ctx || (int)hdr[2] < n_chunks) {
+		err_set(e, "%s: offset 8: made with %u tokens, ctx %u, %u chunks; this run needs %d, %d, %d", path, hdr[0],
+			hdr[1], hdr[2], n_vocab, ctx, n_chunks);
+		goto fail;
+	}
+	size_t nt = (size_t)hdr[2] * hdr[1];
+	tok = malloc(nt * sizeof *tok);
+	if (!tok || fread(tok, sizeof *tok, nt, f) != nt) {
+		err_set(e, "%s: offset 24: truncated", path);
+		goto fail;
+	}
+	if (memcmp(tok, ids->ids, (size_t)n_chunks * ctx * sizeof *tok)) {
+		err_set(e, "%s: offset 24: computed on a different text (its tokens differ)", path);
+		goto fail;
+	}
+	free(tok);
+	return f;
+fail:
+	free(tok);
+	fclose(f);
+	return NULL;
 }
 
-int eval_compare(const model *base, const model *m, const tok_vocab *v, const char *text, size_t len, int ctx,
-		 int max_chunks, eval_progress_fn progress, void *pctx, eval_cmp *out, err *e)
+int eval_compare(const model *base, const char *base_path, const model *m, const tok_vocab *v, const char *text,
+		 size_t len, int ctx, int max_chunks, eval_progress_fn progress, void *pctx, eval_cmp *out, err *e)
 {
-	const model_hparams *hp = model_params(m), *hb = model_params(base);
+	const model_hparams *hp = model_params(m), *hb = base ? model_params(base) : hp;
+	FILE *bf = NULL;
+	uint16_t *h16 = NULL;
 	tok_ids ids = { 0 };
 	int32_t *batch = NULL;
 	float *lq = NULL, *lb = NULL;
@@ -429,12 +505,15 @@ int eval_compare(const model *base, const model *m, const tok_vocab *v, const ch
 	int first = ctx / 2, scored = ctx - 1 - first, nv = hp->n_vocab;
 	int per = BATCH_TOKENS / ctx > 0 ? BATCH_TOKENS / ctx : 1;
 	size_t total = (size_t)n_chunks * (size_t)scored;
+	if (!base && !(bf = open_base(base_path, &ids, nv, ctx, n_chunks, e)))
+		goto done;
+	h16 = malloc((size_t)nv * sizeof *h16);
 	batch = malloc((size_t)per * ctx * sizeof *batch);
 	lq = malloc((size_t)per * (size_t)(ctx - first) * (size_t)nv * sizeof *lq);
 	lb = malloc((size_t)per * (size_t)(ctx - first) * (size_t)nv * sizeof *lb);
 	kl = malloc(total * sizeof *kl);
 	dps = malloc(total * sizeof *dps);
-	if (!batch || !lq || !lb || !kl || !dps) {
+	if (!batch || !lq || !lb || !kl || !dps || !h16) {
 		err_set(e, "out of memory");
 		goto done;
 	}
@@ -448,8 +527,17 @@ int eval_compare(const model *base, const model *m, const tok_vocab *v, const ch
 				batch[(size_t)s * ctx] = tok_bos(v);
 		}
 		model_batch bb = { batch, ns, ctx, first, lb, NULL, NULL }, bq = { batch, ns, ctx, first, lq, NULL, NULL };
-		if (model_eval(base, &bb, e) || model_eval(m, &bq, e))
+		if ((base && model_eval(base, &bb, e)) || model_eval(m, &bq, e))
 			goto done;
+		/* From a file, the log-probabilities stand in for logits (same softmax). */
+		for (int s = 0; bf && s < ns; s++)
+			for (int j = 0; j < scored; j++) {
+				if (fread(h16, sizeof *h16, (size_t)nv, bf) != (size_t)nv) {
+					err_set(e, "%s: truncated at chunk %d", base_path, c0 + s);
+					goto done;
+				}
+				half_row_to_f32(h16, lb + ((size_t)s * (ctx - first) + (size_t)j) * nv, (size_t)nv);
+			}
 		for (int s = 0; s < ns; s++) {
 			const int32_t *tok = ids.ids + (size_t)(c0 + s) * ctx;
 			for (int j = 0; j < scored; j++) {
@@ -516,6 +604,9 @@ int eval_compare(const model *base, const model *m, const tok_vocab *v, const ch
 		out->dp_pct[i] = pct(dps, n, eval_dp_pcts[i]);
 	rc = 0;
 done:
+	if (bf)
+		fclose(bf);
+	free(h16);
 	tok_ids_free(&ids);
 	free(batch);
 	free(lq);
