@@ -52,30 +52,91 @@ static int nearest_grid(float x)
 	return x - iq4_grid[lo] < iq4_grid[lo + 1] - x ? lo : lo + 1;
 }
 
-/* Weighted sums of one 32-element sub-block quantized with inverse scale id. */
-static void sub_sums(const float *xb, const float *w, float id, float *sumqx, float *sumq2, uint8_t *L)
+/*
+ * The scale search tries 16 inverse scales on the same 32 values. Each try is one lane of a
+ * vector (GCC vector extensions: AVX2 or SSE code where available, plain code elsewhere),
+ * and each lane performs exactly the scalar sequence of float operations of its try, in the
+ * same order, so the sums and the chosen scale are bit-identical to the one-at-a-time loop.
+ */
+typedef float vf __attribute__((vector_size(32)));
+typedef int32_t vi __attribute__((vector_size(32)));
+enum { LANES = 8, NTRIES = 2 * IQ4_NTRY + 2 }; /* the first guess, then -NTRY..NTRY */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define IQ4_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define IQ4_CLONES
+#endif
+
+/* iq4_grid as floats, padded so that [i + 1] is valid for i = 15 */
+static const float grid_f[17] = {
+	-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113, 113
+};
+
+#define IQ4_INLINE static inline __attribute__((always_inline))
+
+/* *x = a in the lanes where mask is set (vectors pass by pointer: their by-value ABI
+ * would depend on the target). */
+IQ4_INLINE void pick(vf *x, const vi *mask, const vf *a)
 {
-	float sx = 0, s2 = 0;
+	*x = (vf)((*mask & (vi)*a) | (~*mask & (vi)*x));
+}
 
-	for (int j = 0; j < IQ4_SUB; j++) {
-		int l = nearest_grid(id * xb[j]);
-		float q = iq4_grid[l];
-		float wq = w[j] * q;
+/* *q = iq4_grid[nearest_grid(al)] per lane (same comparisons, same result). */
+IQ4_INLINE void nearest_value(vf *q, const vf *al)
+{
+	const vf gmin = (vf){ 0 } + grid_f[0], gmax = (vf){ 0 } + grid_f[15];
+	vi k = __builtin_convertvector(*al, vi), c;
+	vf lower;
 
-		if (L)
-			L[j] = (uint8_t)l;
-		sx += wq * xb[j];
-		s2 += wq * q;
+	k += (vi)(__builtin_convertvector(k, vf) > *al); /* truncation made floor */
+	c = k < -128;
+	k = (c & -128) | (~c & k);
+	c = k > 127;
+	k = (c & 127) | (~c & k);
+	for (int g = 0; g < LANES; g++) {
+		int lo = below[k[g] + 128];
+
+		(*q)[g] = grid_f[lo + 1];
+		lower[g] = grid_f[lo];
 	}
-	*sumqx = sx;
-	*sumq2 = s2;
+	/* *q holds the upper neighbour; the lower one wins where strictly nearer */
+	c = (*al - lower) < (*q - *al);
+	pick(q, &c, &lower);
+	c = *al <= gmin;
+	pick(q, &c, &gmin);
+	c = (*al >= gmax) | (*al != *al);
+	pick(q, &c, &gmax);
+}
+
+/* sumqx[t], sumq2[t] of sub-block xb quantized with inverse scale ids[t], for NTRIES t. */
+IQ4_CLONES static void try_scales(const float *xb, const float *w, const float *ids, float *sumqx, float *sumq2)
+{
+	for (int h = 0; h < NTRIES / LANES; h++) {
+		vf id, sx = { 0 }, s2 = { 0 };
+
+		memcpy(&id, ids + h * LANES, sizeof id);
+		for (int j = 0; j < IQ4_SUB; j++) {
+			vf al = id * xb[j], q, wq;
+
+			nearest_value(&q, &al);
+			wq = w[j] * q;
+
+			sx += wq * xb[j];
+			s2 += wq * q;
+		}
+		memcpy(sumqx + h * LANES, &sx, sizeof sx);
+		memcpy(sumq2 + h * LANES, &s2, sizeof s2);
+	}
 }
 
 /* Best scale for one sub-block: the least-squares scale for the grid assignment from the
- * max element, then 2*IQ4_NTRY+1 alternative assignments, keeping the best fit. */
+ * max element, then 2*IQ4_NTRY+1 alternative assignments, keeping the best fit (the
+ * first one wins ties, as in llama.cpp's sequential loop). */
 static float sub_scale(const float *xb, const float *w)
 {
-	float amax = 0, max = 0, d, id, sumqx, sumq2, best;
+	float amax = 0, max = 0, d, best;
+	float ids[NTRIES], sumqx[NTRIES], sumq2[NTRIES];
 
 	for (int j = 0; j < IQ4_SUB; j++) {
 		float ax = fabsf(xb[j]);
@@ -88,18 +149,17 @@ static float sub_scale(const float *xb, const float *w)
 	if (amax < IQ4_EPS)
 		return 0;
 	d = -max / iq4_grid[0];
-	id = 1 / d;
-	sub_sums(xb, w, id, &sumqx, &sumq2, NULL);
-	d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
-	best = d * sumqx;
-	for (int itry = -IQ4_NTRY; itry <= IQ4_NTRY; itry++) {
-		id = (float)(itry + iq4_grid[0]) / max;
-		sub_sums(xb, w, id, &sumqx, &sumq2, NULL);
-		if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
-			d = sumqx / sumq2;
-			best = d * sumqx;
+	ids[0] = 1 / d;
+	for (int itry = -IQ4_NTRY; itry <= IQ4_NTRY; itry++)
+		ids[1 + itry + IQ4_NTRY] = (float)(itry + iq4_grid[0]) / max;
+	try_scales(xb, w, ids, sumqx, sumq2);
+	d = sumq2[0] > 0 ? sumqx[0] / sumq2[0] : 0.f;
+	best = d * sumqx[0];
+	for (int t = 1; t < NTRIES; t++)
+		if (sumq2[t] > 0 && sumqx[t] * sumqx[t] > best * sumq2[t]) {
+			d = sumqx[t] / sumq2[t];
+			best = d * sumqx[t];
 		}
-	}
 	return d;
 }
 
