@@ -236,7 +236,7 @@ static char *read_corpus(const graph_node *n, const char *role, size_t *len, err
 			err_errno(e, "%s: cannot open", n->inputs[i].path);
 			return NULL;
 		}
-		cap = used + n->inputs[i].size + 1;
+		cap = used + n->inputs[i].size + 2;
 		if (!(grown = realloc(buf, cap))) {
 			fclose(f);
 			free(buf);
@@ -244,10 +244,14 @@ static char *read_corpus(const graph_node *n, const char *role, size_t *len, err
 			return NULL;
 		}
 		buf = grown;
+		/* Files are joined by a newline; one file reads exactly as the reference tools read it. */
+		if (used)
+			buf[used++] = '\n';
 		used += fread(buf + used, 1, n->inputs[i].size, f);
 		fclose(f);
-		buf[used++] = '\n';
 	}
+	if (buf)
+		buf[used] = 0;
 	*len = used;
 	return buf ? buf : calloc(1, 1);
 }
@@ -580,10 +584,138 @@ static int run_imatrix(const graph *g, graph_node *n, const action_env *env, err
 
 /* ---- eval ---- */
 
-static int run_eval(graph_node *n, err *e)
+/* Greedy continuations of the prompts file, one JSON array of token ids per line. */
+static json_t *smoke_tests(const graph_node *n, const loaded *l, int predict, err *e)
 {
-	return err_set(e, "%s: perplexity and KL-divergence need the inference core, which this build of qbake "
-			  "does not have yet; drop `eval` from the recipe for now", n->label);
+	json_t *all = json_array();
+	size_t len = 0;
+	char *text = NULL, *line, *save = NULL;
+
+	for (size_t i = 0; i < n->ninputs; i++)
+		if (strcmp(n->inputs[i].name, "prompts") == 0) {
+			text = read_corpus(n, "prompts", &len, e);
+			if (!text) {
+				json_decref(all);
+				return NULL;
+			}
+		}
+	for (line = text ? strtok_r(text, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
+		tok_ids ids = { 0 };
+		json_t *row = json_array();
+
+		if (eval_generate(l->m, l->v, line, strlen(line), predict, &ids, e) < 0) {
+			json_decref(row);
+			json_decref(all);
+			free(text);
+			return NULL;
+		}
+		for (size_t k = 0; k < ids.n; k++)
+			json_array_append_new(row, json_integer(ids.ids[k]));
+		tok_ids_free(&ids);
+		json_array_append_new(all, row);
+	}
+	free(text);
+	return all;
+}
+
+/* The baseline's evaluation: its perplexity, and its per-token log-probabilities as an
+ * artifact of their own, so each tier's KL-divergence reads them instead of running the
+ * baseline again. */
+static int eval_baseline(const graph *g, graph_node *n, const action_env *env, const loaded *l, const char *text,
+			 size_t len, err *e)
+{
+	const recipe_eval *ev = &g->r->eval;
+	char out[4200];
+	eval_ppl ppl;
+	json_t *smoke;
+	scratch sc;
+	int rc = -1;
+
+	if (scratch_open(&sc, env, e) < 0)
+		return -1;
+	scratch_path(&sc, "logprobs.bin", out, sizeof out);
+	if (eval_base_save(l->m, l->v, text, len, (int)ev->ctx, (int)ev->chunks, out, &ppl, e) < 0 ||
+	    put_output(env, n, out, "logprobs.bin", e) < 0)
+		goto done;
+	if (!(smoke = smoke_tests(n, l, (int)ev->predict, e)))
+		goto done;
+	rc = set_figures(n, json_pack("{s:f, s:f, s:I, s:i, s:o}", "ppl", ppl.ppl, "ppl_err", ppl.ppl_err, "tokens",
+				      (json_int_t)ppl.count, "chunks", ppl.chunks, "smoke", smoke), e);
+done:
+	scratch_close(&sc, "logprobs.bin");
+	return rc;
+}
+
+/* How a tier's continuation compares with the baseline's: tokens equal, first difference. */
+static json_t *smoke_diff(json_t *base, json_t *tier)
+{
+	json_t *rows = json_array();
+	size_t i;
+	json_t *b;
+
+	json_array_foreach(base, i, b) {
+		json_t *t = json_array_get(tier, i);
+		size_t n = json_array_size(b) > json_array_size(t) ? json_array_size(b) : json_array_size(t), same = 0;
+		long first = -1;
+
+		for (size_t k = 0; k < n; k++) {
+			int eq = k < json_array_size(b) && k < json_array_size(t) &&
+				 json_integer_value(json_array_get(b, k)) == json_integer_value(json_array_get(t, k));
+
+			same += (size_t)eq;
+			if (!eq && first < 0)
+				first = (long)k;
+		}
+		json_array_append_new(rows, json_pack("{s:I, s:I, s:I}", "tokens", (json_int_t)n, "equal",
+						      (json_int_t)same, "first_difference", (json_int_t)first));
+	}
+	return rows;
+}
+
+static int eval_tier(const graph *g, graph_node *n, const action_env *env, const loaded *l, const char *text,
+		     size_t len, err *e)
+{
+	const recipe_eval *ev = &g->r->eval;
+	char base[4200];
+	json_t *base_fig, *smoke, *fig;
+	eval_cmp c;
+	int rc;
+
+	action_output_path(env, g->base_eval, "logprobs.bin", base, sizeof base);
+	if (eval_compare_saved(l->m, l->v, text, len, (int)ev->ctx, (int)ev->chunks, base, NULL, NULL, &c, e) < 0)
+		return -1;
+	if (!(smoke = smoke_tests(n, l, (int)ev->predict, e)))
+		return -1;
+	base_fig = g->base_eval->result.figures ? json_loads(g->base_eval->result.figures, 0, NULL) : NULL;
+	fig = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:o}", "ppl", c.test.ppl, "ppl_err",
+			c.test.ppl_err, "ppl_ratio", exp(c.ln_ratio), "kld", c.kld, "kld_err", c.kld_err, "same_top",
+			c.same_top, "same_top_err", c.same_top_err, "dp", c.dp, "dp_rms", c.dp_rms, "tokens",
+			(json_int_t)c.count, "smoke", smoke_diff(json_object_get(base_fig, "smoke"), smoke));
+	json_decref(smoke);
+	json_decref(base_fig);
+	rc = set_figures(n, fig, e);
+	return rc;
+}
+
+static int run_eval(const graph *g, graph_node *n, const action_env *env, err *e)
+{
+	char path[4200];
+	size_t len = 0;
+	char *text;
+	loaded l;
+	int rc = -1;
+
+	if (load_model(&l, action_output_path(env, n->deps[0], "model.gguf", path, sizeof path), env->threads, e) < 0)
+		goto done;
+	if (!(text = read_corpus(n, "eval[", &len, e)))
+		goto done;
+	rc = n->tier ? eval_tier(g, n, env, &l, text, len, e) : eval_baseline(g, n, env, &l, text, len, e);
+	free(text);
+done:
+	if (rc < 0)
+		err_prefix(e, "%s", n->label);
+	unload_model(&l);
+	return rc;
 }
 
 int action_run(const graph *g, graph_node *n, const action_env *env, err *e)
@@ -599,7 +731,7 @@ int action_run(const graph *g, graph_node *n, const action_env *env, err *e)
 	case GRAPH_QUANTIZE:
 		return run_quantize(g, n, env, e);
 	case GRAPH_EVAL:
-		return run_eval(n, e);
+		return run_eval(g, n, env, e);
 	}
 	return err_set(e, "%s: unknown action", n->label);
 }

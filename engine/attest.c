@@ -403,6 +403,71 @@ void attest_lineage_free(attest_lineage *l)
 	memset(l, 0, sizeof *l);
 }
 
+/* The dependency name and digest algorithm a lineage key stands for; 0 if it is none. */
+static int dep_of_key(const char *key, char *dep, size_t len, const char **algo)
+{
+	size_t klen = strlen(key);
+	const char *suffix;
+
+	if (klen > 13 && strcmp(key + klen - 7, ".sha256") == 0)
+		*algo = "sha256", suffix = ".sha256";
+	else if (klen > 13 && strcmp(key + klen - 7, ".commit") == 0)
+		*algo = "gitCommit", suffix = ".commit";
+	else
+		return 0;
+	snprintf(dep, len, "%.*s", (int)(klen - 6 - strlen(suffix)), key + 6);
+	return 1;
+}
+
+void attest_deps_free(attest_dep *deps, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free((char *)deps[i].name);
+		free((char *)deps[i].sha256);
+		free((char *)deps[i].git_commit);
+	}
+	free(deps);
+}
+
+int attest_deps_from_lineage(const attest_lineage *l, size_t n, attest_dep **deps, size_t *ndeps, err *e)
+{
+	attest_dep *d = NULL;
+	size_t nd = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		for (size_t k = 0; k < l[i].n; k++) {
+			const char *algo, **slot;
+			char dep[256];
+			size_t j;
+
+			if (!dep_of_key(l[i].kv[k].key, dep, sizeof dep, &algo) || strcmp(dep, "recipe") == 0)
+				continue;
+			for (j = 0; j < nd; j++)
+				if (strcmp(d[j].name, dep) == 0)
+					break;
+			if (j == nd) {
+				attest_dep *grown = realloc(d, (nd + 1) * sizeof *d);
+
+				if (!grown)
+					goto oom;
+				d = grown;
+				memset(&d[nd], 0, sizeof d[nd]);
+				if (!(d[nd++].name = strdup(dep)))
+					goto oom;
+			}
+			slot = strcmp(algo, "sha256") == 0 ? &d[j].sha256 : &d[j].git_commit;
+			if (!*slot && !(*slot = strdup(l[i].kv[k].value)))
+				goto oom;
+		}
+	}
+	*deps = d;
+	*ndeps = nd;
+	return 0;
+oom:
+	attest_deps_free(d, nd);
+	return err_set(e, "out of memory");
+}
+
 /* ---- statements ---- */
 
 static json_t *digest_obj(const uint8_t d[32])
@@ -609,19 +674,12 @@ static json_t *dependency(json_t *stmt, const char *name)
 /* Checks one digest key (qbake.<dep>.sha256 / .commit) against the dependency list. */
 static void check_dep_key(json_t *stmt, const attest_kv *kv, char *why, size_t len, int *count)
 {
-	size_t klen = strlen(kv->key);
-	const char *algo = NULL, *suffix = NULL;
+	const char *algo, *want;
 	char dep[256];
 	json_t *d;
-	const char *want;
 
-	if (klen > 13 && strcmp(kv->key + klen - 7, ".sha256") == 0)
-		algo = "sha256", suffix = ".sha256";
-	else if (klen > 13 && strcmp(kv->key + klen - 7, ".commit") == 0)
-		algo = "gitCommit", suffix = ".commit";
-	if (!algo)
+	if (!dep_of_key(kv->key, dep, sizeof dep, &algo))
 		return;
-	snprintf(dep, sizeof dep, "%.*s", (int)(klen - 6 - strlen(suffix)), kv->key + 6);
 	if (!(d = dependency(stmt, dep))) {
 		note(why, len, count, "%s: the attestation lists no dependency \"%s\"", kv->key, dep);
 		return;
@@ -808,6 +866,8 @@ int attest_write_release(const char *dir, const attest_build *b, const attest_ke
 	attest_lineage *lin = calloc(b->nsubjects ? b->nsubjects : 1, sizeof *lin);
 	attest_build copy = *b;
 	char path[PATH_MAX], *st = NULL, *env = NULL;
+	attest_dep *derived = NULL;
+	size_t nderived = 0;
 	int rc = -1;
 
 	if (!subs || !lin) {
@@ -832,12 +892,19 @@ int attest_write_release(const char *dir, const attest_build *b, const attest_ke
 		subs[i].lineage = &lin[i];
 	}
 	copy.subjects = subs;
+	if (b->ndeps == 0 && attest_deps_from_lineage(lin, b->nsubjects, &derived, &nderived, e) < 0)
+		goto done;
+	if (b->ndeps == 0) {
+		copy.deps = derived;
+		copy.ndeps = nderived;
+	}
 	if (!(st = attest_statement(&copy, e)) || !(env = attest_envelope(ATTEST_PAYLOAD_TYPE, st, strlen(st), k, e)))
 		goto done;
 	rc = afile_put(join(path, sizeof path, dir, ATTEST_FILE), env, strlen(env), e);
 done:
 	for (size_t i = 0; i < b->nsubjects; i++)
 		attest_lineage_free(&lin[i]);
+	attest_deps_free(derived, nderived);
 	free(lin);
 	free(subs);
 	free(st);

@@ -125,6 +125,14 @@ typedef struct attest_build {
 	const char *version;    /* builder version, e.g. "0.1.0" (= qbake.version) */
 } attest_build;
 
+/* Derives the resolved dependencies the lineage names: one entry X per qbake.X.sha256 /
+ * qbake.X.commit key of any of the n lineages (except X = recipe, which attest_statement adds),
+ * in key order, the first value of a key winning. Fills *deps (strings owned; free with
+ * attest_deps_free) and *ndeps. Returns 0 or -1. */
+int attest_deps_from_lineage(const attest_lineage *l, size_t n, attest_dep **deps, size_t *ndeps, err *e);
+/* Frees what attest_deps_from_lineage made. */
+void attest_deps_free(attest_dep *deps, size_t n);
+
 /* The in-toto Statement v1 with the SLSA provenance v1 predicate, as compact JSON with sorted
  * keys (the DSSE payload); malloc'd, or NULL with e set. */
 char *attest_statement(const attest_build *b, err *e);
@@ -173,7 +181,9 @@ void attest_envelope_free(attest_opened *o);
 
 /* Writes dir/attestation.dsse.json for the GGUFs named in b->subjects: opens each file in
  * dir, hashes it and reads its lineage (b's subjects' digests and lineage are ignored and
- * replaced), then signs with k (unsigned when k is NULL). Returns 0 or -1. */
+ * replaced), then signs with k (unsigned when k is NULL). With b->ndeps == 0 the
+ * dependencies are derived from the files' lineage (attest_deps_from_lineage), so they agree
+ * by construction. Returns 0 or -1. */
 int attest_write_release(const char *dir, const attest_build *b, const attest_key *k, err *e);
 
 /* Writes dir/model.sig, the OpenSSF model-signing v1.0 signature of every regular file in

@@ -442,14 +442,14 @@ static char *lock_text(const graph *g)
 	return text;
 }
 
-/* The quantize node of the recipe's i-th tier. */
-static const graph_node *tier_node(const graph *g, size_t i)
-{
-	for (size_t k = 0; k < g->n; k++)
-		if (g->nodes[k]->kind == GRAPH_QUANTIZE && g->nodes[k]->tier == &g->r->tiers[i])
-			return g->nodes[k];
-	return NULL;
-}
+/* What ships for one of the recipe's tiers: itself, or the fallback its gate chose. */
+typedef struct shipped {
+	const recipe_tier *asked;  /* the recipe's tier */
+	graph_node *q;             /* the quantize step whose file ships */
+	graph_node *ev;            /* its eval step, or NULL without eval */
+	const char *gate;          /* "pass", "fail" (never shipped), or "none" */
+	char note[512];            /* what the gates decided on the way, "" when nothing */
+} shipped;
 
 static void human_size(uint64_t n, char *buf, size_t len)
 {
@@ -461,80 +461,321 @@ static void human_size(uint64_t n, char *buf, size_t len)
 		snprintf(buf, len, "%.1f KiB", n / 1024.0);
 }
 
-static int write_reports(const graph *g, const char *dir, err *e)
+static double fig_num(const graph_node *n, const char *key)
 {
-	json_t *tiers = json_array(), *report, *base_fig = figures(g->baseline);
-	const store_output *bo = graph_output(g->baseline, "model.gguf");
-	char path[PATH_MAX], hex[65], *text, size[32];
-	size_t cap = 4096, used = 0;
-	char *md = malloc(cap);
-	int rc;
+	json_t *f = figures(n);
+	json_t *v = json_object_get(f, key);
+	double x = json_is_number(v) ? json_number_value(v) : NAN;
 
-	if (!md) {
-		json_decref(tiers);
-		json_decref(base_fig);
-		return err_set(e, "out of memory");
+	json_decref(f);
+	return x;
+}
+
+/* Checks a tier's eval figures against its gate; returns 1 when they pass, writing the
+ * first failed limit into why otherwise. */
+static int gate_passes(const recipe_gate *gate, const graph *g, const graph_node *ev, char *why, size_t len)
+{
+	double base = fig_num(g->base_eval, "ppl"), ppl = fig_num(ev, "ppl");
+	double rise = 100 * (ppl / base - 1), kld = fig_num(ev, "kld"), top = 100 * fig_num(ev, "same_top");
+
+	if (!isnan(gate->max_ppl_increase) && !(rise <= gate->max_ppl_increase)) {
+		snprintf(why, len, "perplexity +%.2f %% > %.3g %%", rise, gate->max_ppl_increase);
+		return 0;
 	}
-	used += (size_t)snprintf(md + used, cap - used,
-				 "# %s\n\nBaseline: %s, %s, SHA-256 `%s`.\n\n| tier | file | size | bits/weight |\n|---|---|---|---|\n",
-				 g->r->name, recipe_baseline_name(g->r->baseline), "", sha256_hex(bo->digest, hex));
-	human_size(bo->size, size, sizeof size);
+	if (!isnan(gate->max_kld) && !(kld <= gate->max_kld)) {
+		snprintf(why, len, "mean KLD %.6f > %.6g", kld, gate->max_kld);
+		return 0;
+	}
+	if (!isnan(gate->min_same_top) && !(top >= gate->min_same_top)) {
+		snprintf(why, len, "same top %.2f %% < %.3g %%", top, gate->min_same_top);
+		return 0;
+	}
+	return 1;
+}
+
+static void append(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void append(char *buf, size_t len, const char *fmt, ...)
+{
+	size_t used = strlen(buf);
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf + used, len - used, fmt, ap);
+	va_end(ap);
+}
+
+/* Decides what ships for every tier. Returns 1 when fallback steps were added (build
+ * again), 0 when every tier is decided, -1 when a tier fails its gate with no fallback. */
+static int resolve_gates(graph *g, shipped *out, err *e)
+{
+	int added = 0;
+
 	for (size_t i = 0; i < g->r->n_tiers; i++) {
-		const graph_node *q = tier_node(g, i);
-		const store_output *o = graph_output(q, "model.gguf");
-		json_t *fig = figures(q);
-		double bpw = json_real_value(json_object_get(fig, "bpw"));
-		char file[256], line[512];
-		int len;
+		shipped *t = &out[i];
+		int hops = 0;
 
-		snprintf(file, sizeof file, "%s-%s.gguf", g->r->name, q->tier->name);
-		human_size(o->size, size, sizeof size);
-		json_array_append_new(tiers, json_pack("{s:s, s:s, s:I, s:f, s:s}", "tier", q->tier->name, "file", file,
-						       "bytes", (json_int_t)o->size, "bits_per_weight", bpw, "sha256",
-						       sha256_hex(o->digest, hex)));
-		len = snprintf(line, sizeof line, "| %s | %s | %s | %.2f |\n", q->tier->name, file, size, bpw);
-		if (used + (size_t)len + 1 > cap) {
-			char *grown = realloc(md, cap *= 2);
+		memset(t, 0, sizeof *t);
+		t->asked = &g->r->tiers[i];
+		t->q = graph_quantize_node(g, t->asked->name);
+		t->gate = "none";
+		for (;;) {
+			const recipe_gate *gate;
+			char why[256];
+			int rc;
 
-			if (!grown) {
-				free(md);
-				json_decref(fig);
-				json_decref(tiers);
-				json_decref(base_fig);
-				return err_set(e, "out of memory");
+			t->ev = graph_eval_node(g, t->q);
+			if (!t->ev || !(gate = recipe_gate_for(g->r, t->q->tier->name)))
+				break;
+			if (gate_passes(gate, g, t->ev, why, sizeof why)) {
+				t->gate = "pass";
+				break;
 			}
-			md = grown;
+			append(t->note, sizeof t->note, "%s%s failed its gate (%s)", t->note[0] ? "; " : "",
+			       t->q->tier->name, why);
+			if (!gate->fallback[0] || ++hops > 16) {
+				t->gate = "fail";
+				return err_set(e, "%s:%d: tier %s fails its quality gate: %s; relax the gate or give it "
+						  "a fallback tier", g->r->path, gate->line, t->q->tier->name, why);
+			}
+			append(t->note, sizeof t->note, ", replaced by %s", gate->fallback);
+			if ((rc = graph_add_fallback(g, gate->fallback, e)) < 0)
+				return -1;
+			if (rc > 0) {
+				added = 1;
+				break;
+			}
+			t->q = graph_quantize_node(g, gate->fallback);
 		}
-		memcpy(md + used, line, (size_t)len + 1);
-		used += (size_t)len;
-		json_decref(fig);
 	}
+	return added;
+}
+
+static const char *file_name(const graph *g, const shipped *t, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s-%s.gguf", g->r->name, t->q->tier->name);
+	return buf;
+}
+
+/* One tier's row of report.json. */
+static json_t *tier_json(const graph *g, const shipped *t)
+{
+	const store_output *o = graph_output(t->q, "model.gguf");
+	char file[256], hex[65];
+	json_t *row = json_pack("{s:s, s:s, s:s, s:I, s:f, s:s, s:s, s:s}", "tier", t->q->tier->name, "asked",
+				t->asked->name, "file", file_name(g, t, file, sizeof file), "bytes", (json_int_t)o->size,
+				"bits_per_weight", fig_num(t->q, "bpw"), "sha256", sha256_hex(o->digest, hex), "gate",
+				t->gate, "note", t->note);
+
+	if (t->ev) {
+		json_t *f = figures(t->ev);
+		double base = fig_num(g->base_eval, "ppl");
+
+		json_object_set_new(row, "ppl", json_real(fig_num(t->ev, "ppl")));
+		json_object_set_new(row, "ppl_err", json_real(fig_num(t->ev, "ppl_err")));
+		json_object_set_new(row, "ppl_increase_percent", json_real(100 * (fig_num(t->ev, "ppl") / base - 1)));
+		json_object_set_new(row, "kld", json_real(fig_num(t->ev, "kld")));
+		json_object_set_new(row, "kld_err", json_real(fig_num(t->ev, "kld_err")));
+		json_object_set_new(row, "same_top_percent", json_real(100 * fig_num(t->ev, "same_top")));
+		json_object_set(row, "smoke", json_object_get(f, "smoke") ? json_object_get(f, "smoke") : json_null());
+		json_decref(f);
+	}
+	return row;
+}
+
+/* "12/32 tokens equal, first difference at 12" over every prompt, or "". */
+static void smoke_summary(json_t *smoke, char *buf, size_t len)
+{
+	size_t i, tokens = 0, equal = 0;
+	long first = -1;
+	json_t *r;
+
+	buf[0] = 0;
+	json_array_foreach(smoke, i, r) {
+		long f = (long)json_integer_value(json_object_get(r, "first_difference"));
+
+		tokens += (size_t)json_integer_value(json_object_get(r, "tokens"));
+		equal += (size_t)json_integer_value(json_object_get(r, "equal"));
+		if (f >= 0 && (first < 0 || f < first))
+			first = f;
+	}
+	if (json_array_size(smoke))
+		snprintf(buf, len, "%zu/%zu tokens equal over %zu prompt(s)%s", equal, tokens, json_array_size(smoke),
+			 first < 0 ? "" : ", earliest difference at token ");
+	if (json_array_size(smoke) && first >= 0)
+		append(buf, len, "%ld", first);
+}
+
+static char *report_md(const graph *g, json_t *report)
+{
+	char *text = NULL, size[32];
+	size_t len = 0, i;
+	FILE *m = open_memstream(&text, &len);
+	json_t *base = json_object_get(report, "baseline"), *t;
+	int eval = g->r->eval.set;
+
+	if (!m)
+		return NULL;
+	human_size((uint64_t)json_integer_value(json_object_get(base, "bytes")), size, sizeof size);
+	fprintf(m, "# %s\n\nBaseline: %s, %s, SHA-256 `%s`", g->r->name, recipe_baseline_name(g->r->baseline), size,
+		json_string_value(json_object_get(base, "sha256")));
+	if (eval)
+		fprintf(m, "; perplexity %.4f ± %.4f on the eval corpus", json_real_value(json_object_get(base, "ppl")),
+			json_real_value(json_object_get(base, "ppl_err")));
+	fprintf(m, ".\n\n| tier | file | size | bits/weight |%s\n|---|---|---|---|%s\n",
+		eval ? " PPL | ΔPPL | mean KLD | same top | gate | smoke test |" : "",
+		eval ? "---|---|---|---|---|---|" : "");
+	json_array_foreach(json_object_get(report, "tiers"), i, t) {
+		human_size((uint64_t)json_integer_value(json_object_get(t, "bytes")), size, sizeof size);
+		fprintf(m, "| %s | %s | %s | %.2f |", json_string_value(json_object_get(t, "tier")),
+			json_string_value(json_object_get(t, "file")), size,
+			json_real_value(json_object_get(t, "bits_per_weight")));
+		if (eval) {
+			char smoke[160];
+
+			smoke_summary(json_object_get(t, "smoke"), smoke, sizeof smoke);
+			fprintf(m, " %.4f ± %.4f | %+.2f %% | %.6f | %.2f %% | %s | %s |",
+				json_real_value(json_object_get(t, "ppl")), json_real_value(json_object_get(t, "ppl_err")),
+				json_real_value(json_object_get(t, "ppl_increase_percent")),
+				json_real_value(json_object_get(t, "kld")),
+				json_real_value(json_object_get(t, "same_top_percent")),
+				json_string_value(json_object_get(t, "gate")), smoke);
+		}
+		fputc('\n', m);
+	}
+	json_array_foreach(json_object_get(report, "tiers"), i, t)
+		if (json_string_length(json_object_get(t, "note")))
+			fprintf(m, "\n- %s: %s.", json_string_value(json_object_get(t, "asked")),
+				json_string_value(json_object_get(t, "note")));
+	if (json_object_get(report, "held_out"))
+		fprintf(m, "\n\nHeld-out check: %.4f %% of the eval corpus's 50-character passages occur in the "
+			   "calibration corpus (limit %.3g %%).",
+			json_real_value(json_object_get(json_object_get(report, "held_out"), "overlap_percent")),
+			json_real_value(json_object_get(json_object_get(report, "held_out"), "limit_percent")));
+	fputc('\n', m);
+	fclose(m);
+	return text;
+}
+
+/* report.html: one self-contained page (no network) with the table and, when there is
+ * an evaluation, size against quality for every tier with the gates drawn on it. */
+static char *report_html(const graph *g, json_t *report, const char *md)
+{
+	enum { W = 640, H = 360, L = 70, R = 20, T = 20, B = 50 };
+	char *text = NULL;
+	size_t len = 0, i;
+	FILE *m = open_memstream(&text, &len);
+	json_t *t;
+	double xmax = 0, ymax = 0;
+
+	if (!m)
+		return NULL;
+	fprintf(m, "<!doctype html><html><head><meta charset=\"utf-8\"><title>%s</title><style>"
+		   "body{font-family:sans-serif;margin:2em}pre{background:#f6f6f6;padding:1em}"
+		   "</style></head><body><h1>%s</h1>\n", g->r->name, g->r->name);
+	if (g->r->eval.set) {
+		json_array_foreach(json_object_get(report, "tiers"), i, t) {
+			double x = (double)json_integer_value(json_object_get(t, "bytes")) / 1048576.0;
+			double y = json_real_value(json_object_get(t, "kld"));
+
+			xmax = x > xmax ? x : xmax;
+			ymax = y > ymax ? y : ymax;
+		}
+		for (size_t k = 0; k < g->r->n_gates; k++)
+			if (!isnan(g->r->gates[k].max_kld) && g->r->gates[k].max_kld > ymax)
+				ymax = g->r->gates[k].max_kld;
+		xmax = xmax > 0 ? xmax * 1.1 : 1;
+		ymax = ymax > 0 ? ymax * 1.15 : 1;
+		fprintf(m, "<h2>Size against quality</h2><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" "
+			   "height=\"%d\" font-size=\"12\"><rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" "
+			   "fill=\"none\" stroke=\"#888\"/>",
+			W, H, L, T, W - L - R, H - T - B);
+		fprintf(m, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">file size (MiB, 0 to %.2f)</text>",
+			L + (W - L - R) / 2, H - 12, xmax);
+		fprintf(m, "<text x=\"14\" y=\"%d\" transform=\"rotate(-90 14 %d)\" text-anchor=\"middle\">"
+			   "mean KL-divergence (0 to %.4g)</text>", T + (H - T - B) / 2, T + (H - T - B) / 2, ymax);
+		for (size_t k = 0; k < g->r->n_gates; k++) {
+			double y = g->r->gates[k].max_kld;
+			int py;
+
+			if (isnan(y))
+				continue;
+			py = T + (int)((H - T - B) * (1 - y / ymax));
+			fprintf(m, "<line x1=\"%d\" x2=\"%d\" y1=\"%d\" y2=\"%d\" stroke=\"#c00\" "
+				   "stroke-dasharray=\"4\"/><text x=\"%d\" y=\"%d\" fill=\"#c00\">gate %s: max_kld "
+				   "%.4g</text>", L, W - R, py, py, L + 4, py - 4, g->r->gates[k].tier, y);
+		}
+		json_array_foreach(json_object_get(report, "tiers"), i, t) {
+			double x = (double)json_integer_value(json_object_get(t, "bytes")) / 1048576.0;
+			double y = json_real_value(json_object_get(t, "kld"));
+			int px = L + (int)((W - L - R) * x / xmax), py = T + (int)((H - T - B) * (1 - y / ymax));
+
+			fprintf(m, "<circle cx=\"%d\" cy=\"%d\" r=\"4\" fill=\"%s\"/><text x=\"%d\" y=\"%d\">%s</text>",
+				px, py, strcmp(json_string_value(json_object_get(t, "gate")), "pass") == 0 ? "#080" : "#06c",
+				px + 6, py - 6, json_string_value(json_object_get(t, "tier")));
+		}
+		fprintf(m, "</svg>\n");
+	}
+	fprintf(m, "<h2>Report</h2><pre>");
+	for (const char *c = md; *c; c++) {
+		if (*c == '<')
+			fputs("&lt;", m);
+		else if (*c == '&')
+			fputs("&amp;", m);
+		else
+			fputc(*c, m);
+	}
+	fprintf(m, "</pre></body></html>\n");
+	fclose(m);
+	return text;
+}
+
+static int write_reports(const graph *g, const shipped *tiers, const char *dir, err *e)
+{
+	json_t *rows = json_array(), *report, *base_fig = figures(g->baseline);
+	const store_output *bo = graph_output(g->baseline, "model.gguf");
+	char path[PATH_MAX], hex[65], *json = NULL, *md = NULL, *html = NULL;
+	int rc = -1;
+
+	for (size_t i = 0; i < g->r->n_tiers; i++)
+		json_array_append_new(rows, tier_json(g, &tiers[i]));
 	report = json_pack("{s:s, s:{s:s, s:s, s:I, s:O}, s:o}", "release", g->r->name, "baseline", "type",
 			   recipe_baseline_name(g->r->baseline), "sha256", sha256_hex(bo->digest, hex), "bytes",
-			   (json_int_t)bo->size, "parameters", json_object_get(base_fig, "parameters") ?
-			   json_object_get(base_fig, "parameters") : json_null(), "tiers", tiers);
+			   (json_int_t)bo->size, "parameters",
+			   json_object_get(base_fig, "parameters") ? json_object_get(base_fig, "parameters") : json_null(),
+			   "tiers", rows);
 	json_decref(base_fig);
-	if (g->overlap) {
-		json_t *ov = figures(g->overlap);
+	if (g->base_eval) {
+		json_t *b = json_object_get(report, "baseline");
 
-		json_object_set_new(report, "held_out", json_pack("{s:f, s:f}", "overlap_percent",
-								  100 * json_real_value(json_object_get(ov, "fraction")),
-								  "limit_percent", overlap_limit(g->r)));
-		json_decref(ov);
+		json_object_set_new(b, "ppl", json_real(fig_num(g->base_eval, "ppl")));
+		json_object_set_new(b, "ppl_err", json_real(fig_num(g->base_eval, "ppl_err")));
 	}
-	text = json_dumps(report, JSON_INDENT(2) | JSON_SORT_KEYS);
+	if (g->overlap)
+		json_object_set_new(report, "held_out", json_pack("{s:f, s:f}", "overlap_percent",
+								  100 * fig_num(g->overlap, "fraction"), "limit_percent",
+								  overlap_limit(g->r)));
+	json = json_dumps(report, JSON_INDENT(2) | JSON_SORT_KEYS);
+	md = report_md(g, report);
+	html = md ? report_html(g, report, md) : NULL;
 	json_decref(report);
-	join(path, sizeof path, dir, "report.json");
-	rc = text ? afile_put(path, text, strlen(text), e) : err_set(e, "out of memory");
-	free(text);
-	join(path, sizeof path, dir, "report.md");
-	if (rc == 0)
-		rc = afile_put(path, md, used, e);
+	if (!json || !md || !html) {
+		err_set(e, "out of memory");
+		goto done;
+	}
+	if (afile_put(join(path, sizeof path, dir, "report.json"), json, strlen(json), e) < 0 ||
+	    afile_put(join(path, sizeof path, dir, "report.md"), md, strlen(md), e) < 0 ||
+	    afile_put(join(path, sizeof path, dir, "report.html"), html, strlen(html), e) < 0)
+		goto done;
+	rc = 0;
+done:
+	free(json);
 	free(md);
+	free(html);
 	return rc;
 }
 
-static int write_sums(const graph *g, const char *dir, err *e)
+static int write_sums(const graph *g, const shipped *tiers, const char *dir, err *e)
 {
 	char path[PATH_MAX], hex[65], *text = NULL;
 	size_t len = 0;
@@ -544,10 +785,10 @@ static int write_sums(const graph *g, const char *dir, err *e)
 	if (!m)
 		return err_set(e, "out of memory");
 	for (size_t i = 0; i < g->r->n_tiers; i++) {
-		const graph_node *q = tier_node(g, i);
+		char file[256];
 
-		fprintf(m, "%s  %s-%s.gguf\n", sha256_hex(graph_output(q, "model.gguf")->digest, hex), g->r->name,
-			q->tier->name);
+		fprintf(m, "%s  %s\n", sha256_hex(graph_output(tiers[i].q, "model.gguf")->digest, hex),
+			file_name(g, &tiers[i], file, sizeof file));
 	}
 	fclose(m);
 	join(path, sizeof path, dir, "SHA256SUMS");
@@ -557,7 +798,7 @@ static int write_sums(const graph *g, const char *dir, err *e)
 }
 
 /* True when dir already holds exactly this release (same lock, every file in place). */
-static int release_current(const graph *g, const char *dir, const char *lock)
+static int release_current(const graph *g, const shipped *tiers, const char *dir, const char *lock)
 {
 	char path[PATH_MAX];
 	struct stat st;
@@ -575,19 +816,17 @@ static int release_current(const graph *g, const char *dir, const char *lock)
 	}
 	fclose(f);
 	for (size_t i = 0; i < g->r->n_tiers && same; i++) {
-		const graph_node *q = tier_node(g, i);
-
 		char file[256];
 
-		snprintf(file, sizeof file, "%s-%s.gguf", g->r->name, q->tier->name);
-		same = stat(join(path, sizeof path, dir, file), &st) == 0 && (uint64_t)st.st_size == graph_output(q, "model.gguf")->size;
+		same = stat(join(path, sizeof path, dir, file_name(g, &tiers[i], file, sizeof file)), &st) == 0 &&
+		       (uint64_t)st.st_size == graph_output(tiers[i].q, "model.gguf")->size;
 	}
 	return same;
 }
 
 /* Writes the release into a fresh folder beside dir, then swaps it in: the folder at dir
  * is always either the previous release or the new one, never a mixture. */
-static int write_release(const graph *g, store *s, const char *dir, int *written, err *e)
+static int write_release(const graph *g, const shipped *tiers, store *s, const char *dir, int *written, err *e)
 {
 	char tmp[PATH_MAX], path[PATH_MAX], *lock = lock_text(g);
 	int rc = -1;
@@ -595,7 +834,7 @@ static int write_release(const graph *g, store *s, const char *dir, int *written
 	*written = 0;
 	if (!lock)
 		return err_set(e, "out of memory");
-	if (release_current(g, dir, lock)) {
+	if (release_current(g, tiers, dir, lock)) {
 		free(lock);
 		return 0;
 	}
@@ -618,18 +857,16 @@ static int write_release(const graph *g, store *s, const char *dir, int *written
 	}
 	chmod(tmp, 0755);
 	for (size_t i = 0; i < g->r->n_tiers; i++) {
-		const graph_node *q = tier_node(g, i);
-		const store_output *o = graph_output(q, "model.gguf");
-
+		const store_output *o = graph_output(tiers[i].q, "model.gguf");
 		char file[256];
 
-		snprintf(file, sizeof file, "%s-%s.gguf", g->r->name, q->tier->name);
-		join(path, sizeof path, tmp, file);
+		join(path, sizeof path, tmp, file_name(g, &tiers[i], file, sizeof file));
 		if (store_materialize(s, o->digest, o->size, path, 0, e) < 0)
 			goto fail;
 	}
 	join(path, sizeof path, tmp, "qbake.lock");
-	if (write_sums(g, tmp, e) < 0 || write_reports(g, tmp, e) < 0 || afile_put(path, lock, strlen(lock), e) < 0)
+	if (write_sums(g, tiers, tmp, e) < 0 || write_reports(g, tiers, tmp, e) < 0 ||
+	    afile_put(path, lock, strlen(lock), e) < 0)
 		goto fail;
 	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) == 0) {
 		rm_tree(tmp); /* the previous release, now under the temporary name */
@@ -651,8 +888,10 @@ done:
 
 int build_run(graph *g, store *s, const build_opts *o, build_result *res, err *e)
 {
+	shipped *tiers = NULL;
 	sched sc;
 	char out[PATH_MAX];
+	int rc = 0, added = 0;
 
 	memset(res, 0, sizeof *res);
 	if (rule_identical(g, e) < 0)
@@ -666,27 +905,39 @@ int build_run(graph *g, store *s, const build_opts *o, build_result *res, err *e
 	sc.env.threads = o->threads / o->jobs > 0 ? o->threads / o->jobs : 1;
 	pthread_mutex_init(&sc.mu, NULL);
 	pthread_cond_init(&sc.cv, NULL);
-	if (schedule(&sc) < 0) {
-		pthread_mutex_destroy(&sc.mu);
-		pthread_cond_destroy(&sc.cv);
-		return err_set(e, "out of memory");
+	/* Gates may call for fallback tiers: build, decide, and build again what they added. */
+	for (int round = 0; rc == 0; round++) {
+		if (schedule(&sc) < 0) {
+			rc = err_set(e, "out of memory");
+			break;
+		}
+		for (size_t i = 0; i < g->n && rc == 0; i++)
+			if (g->nodes[i]->state == GRAPH_FAILED)
+				rc = err_set(e, "%s", g->nodes[i]->error.msg);
+		for (size_t i = 0; i < g->n && rc == 0; i++)
+			if (g->nodes[i]->state != GRAPH_CACHED && g->nodes[i]->state != GRAPH_BUILT)
+				rc = err_set(e, "%s was not built", g->nodes[i]->label);
+		if (rc == 0 && !tiers && !(tiers = calloc(g->r->n_tiers, sizeof *tiers)))
+			rc = err_set(e, "out of memory");
+		if (rc == 0 && (added = resolve_gates(g, tiers, e)) < 0)
+			rc = -1;
+		if (rc < 0 || !added)
+			break;
+		/* The fallback's steps read files too (the eval corpus): hash them (stat cache). */
+		if (graph_hash_inputs(g, s, e) < 0)
+			rc = -1;
 	}
 	pthread_mutex_destroy(&sc.mu);
 	pthread_cond_destroy(&sc.cv);
-	for (size_t i = 0; i < g->n; i++) {
-		graph_node *n = g->nodes[i];
-
-		if (n->state == GRAPH_FAILED)
-			return err_set(e, "%s", n->error.msg);
+	if (rc == 0) {
+		if (o->out)
+			snprintf(out, sizeof out, "%s", o->out);
+		else
+			snprintf(out, sizeof out, "release/%s", g->r->name);
+		rc = write_release(g, tiers, s, out, &res->release_written, e);
 	}
-	for (size_t i = 0; i < g->n; i++)
-		if (g->nodes[i]->state != GRAPH_CACHED && g->nodes[i]->state != GRAPH_BUILT)
-			return err_set(e, "%s was not built", g->nodes[i]->label);
-	if (o->out)
-		snprintf(out, sizeof out, "%s", o->out);
-	else
-		snprintf(out, sizeof out, "release/%s", g->r->name);
-	return write_release(g, s, out, &res->release_written, e);
+	free(tiers);
+	return rc;
 }
 
 /* ---- the commands ---- */

@@ -11,6 +11,7 @@
 #include "evalcmd.h"
 #include "inspect.h"
 #include "quantize_cmd.h"
+#include "verify.h"
 
 /* Each command lives in its own module; this table is the only place that lists them. */
 static const cli_command commands[] = {
@@ -28,6 +29,7 @@ static const cli_command commands[] = {
 	{ "generate", "greedy continuation of a prompt, for smoke tests", evalcmd_generate_help, evalcmd_generate_main },
 	{ "keygen", "make an Ed25519 signing key pair for release attestations", audit_keygen_help, audit_keygen_main },
 	{ "audit", "where a GGUF came from, checked against its signed attestation", audit_help, audit_main },
+	{ "verify", "rebuild a release from scratch and compare every digest with it", verify_help, verify_main },
 	{ NULL, NULL, NULL, NULL },
 };
 

@@ -38,15 +38,15 @@ const char evalcmd_perplexity_help[] =
 	"  --threads N        threads (default: the number of CPUs)\n"
 	"  --baseline FILE    compare with a baseline, as llama-perplexity --kl-divergence\n"
 	"                     does: FILE is a GGUF model (same vocabulary, run on the same\n"
-	"                     chunks) or a log-probability file from --save-baseline (checked\n"
-	"                     to hold the same chunks of the same text); the report has\n"
+	"                     chunks) or a log-probability file from --save-baseline (made\n"
+	"                     with the same text, ctx and chunks); the report has\n"
 	"                     PPL of both, mean ln(PPL/PPL(base)), mean KL-divergence\n"
 	"                     (base || model) +/- error and its percentiles (max, 99.9, 99,\n"
 	"                     95, 90, median, 10, 5, 1, 0.1, min), dp = p(correct) - p_base\n"
 	"                     (correct) mean, RMS and percentiles, same-top %% +/- error\n"
 	"  --save-baseline F  also write MODEL's log-probabilities of every scored token to F\n"
-	"                     (F16, chunks x ctx/2 x vocabulary x 2 bytes, with the chunks'\n"
-	"                     tokens), so later runs can compare against it without MODEL\n"
+	"                     (16 bits each: chunks x ctx/2 x vocabulary x 2 bytes, plus the\n"
+	"                     target's exact NLL), so later runs can compare without MODEL\n"
 	"  --json             print {\"ppl\", \"ppl_err\", \"nll\", \"chunks\", \"ctx\", \"scored\",\n"
 	"                     \"tokens\", \"seconds\"} (with --baseline also \"base_ppl\",\n"
 	"                     \"base_ppl_err\", \"ln_ppl_ratio\", \"ppl_ratio\", \"kld\", \"kld_err\",\n"
@@ -301,8 +301,9 @@ int evalcmd_perplexity_main(int argc, char **argv)
 	double t0 = now();
 	bool cmp = bpath != NULL;
 	eval_progress_fn pf = json ? NULL : progress;
-	if (cmp ? eval_compare(b.m, bpath, l.m, l.v, text, len, ctx, chunks, pf, NULL, &c, &e)
-	    : spath ? eval_save_baseline(l.m, l.v, text, len, ctx, chunks, spath, pf, NULL, &r, &e)
+	if (cmp ? (b.m ? eval_compare(b.m, l.m, l.v, text, len, ctx, chunks, pf, NULL, &c, &e)
+		       : eval_compare_saved(l.m, l.v, text, len, ctx, chunks, bpath, pf, NULL, &c, &e))
+	    : spath ? eval_base_save(l.m, l.v, text, len, ctx, chunks, spath, &r, &e)
 		    : eval_perplexity(l.m, l.v, text, len, ctx, chunks, pf, NULL, &r, &e)) {
 		size_t nt = cmp ? c.test.n_tokens : r.n_tokens;
 		rc = (nt && nt < 2 * (size_t)ctx) || (base_file && strstr(e.msg, bpath)) ? 2 : 1;

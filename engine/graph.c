@@ -319,6 +319,50 @@ fail:
 	return -1;
 }
 
+graph_node *graph_quantize_node(const graph *g, const char *tier)
+{
+	for (size_t i = 0; i < g->n; i++)
+		if (g->nodes[i]->kind == GRAPH_QUANTIZE && g->nodes[i]->tier != &g->from &&
+		    strcmp(g->nodes[i]->tier->name, tier) == 0)
+			return g->nodes[i];
+	return NULL;
+}
+
+graph_node *graph_eval_node(const graph *g, const graph_node *quantize)
+{
+	for (size_t i = 0; i < g->n; i++)
+		if (g->nodes[i]->kind == GRAPH_EVAL && g->nodes[i]->ndeps > 0 && g->nodes[i]->deps[0] == quantize)
+			return g->nodes[i];
+	return NULL;
+}
+
+int graph_add_fallback(graph *g, const char *tier, err *e)
+{
+	recipe_tier *t, **grown;
+	char label[64];
+	graph_node *q;
+
+	if (graph_quantize_node(g, tier))
+		return 0;
+	t = calloc(1, sizeof *t);
+	grown = realloc(g->fallbacks, (g->n_fallbacks + 1) * sizeof *grown);
+	if (!t || !grown) {
+		free(t);
+		if (grown)
+			g->fallbacks = grown;
+		return err_set(e, "out of memory");
+	}
+	g->fallbacks = grown;
+	g->fallbacks[g->n_fallbacks++] = t;
+	snprintf(t->name, sizeof t->name, "%s", tier);
+	snprintf(label, sizeof label, "quantize %s", tier);
+	if (!(q = quantize_node(g, t, g->imatrix, label, e)))
+		return -1;
+	if (g->r->eval.set && !eval_node(g, g->r, q, t, e))
+		return -1;
+	return 1;
+}
+
 void graph_free(graph *g)
 {
 	for (size_t i = 0; i < g->n; i++) {
@@ -335,6 +379,9 @@ void graph_free(graph *g)
 		free(n);
 	}
 	free(g->nodes);
+	for (size_t i = 0; i < g->n_fallbacks; i++)
+		free(g->fallbacks[i]);
+	free(g->fallbacks);
 	memset(g, 0, sizeof *g);
 }
 

@@ -67,10 +67,20 @@ typedef struct graph {
 	graph_node *imatrix;   /* the IMATRIX node, or NULL */
 	graph_node *base_eval; /* the baseline's EVAL node, or NULL without eval */
 	recipe_tier from;      /* the plain tier imatrix.from names (its quantize node points here) */
+	recipe_tier **fallbacks; /* plain tiers added by graph_add_fallback (owned, each allocated
+	                          * alone so nodes may point at them) */
+	size_t n_fallbacks;
 } graph;
 
 /* Builds the graph of r (nodes, params, inputs; no hashing yet). Returns 0 or -1. */
 int graph_new(graph *g, const recipe *r, err *e);
+/* Adds the quantize and eval steps of a fallback tier (a plain tier: no options) unless
+ * they exist; returns 1 when steps were added, 0 when they were there, -1 on error. */
+int graph_add_fallback(graph *g, const char *tier, err *e);
+/* The quantize step of a tier (recipe or fallback) by name, or NULL. */
+graph_node *graph_quantize_node(const graph *g, const char *tier);
+/* The eval step of a quantize step's tier, or NULL. */
+graph_node *graph_eval_node(const graph *g, const graph_node *quantize);
 /* Frees every node. */
 void graph_free(graph *g);
 /* Hashes every node's direct inputs through the store's stat cache. Returns 0 or -1. */

@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "afile.h"
-#include "half.h"
 
 /* Tokens evaluated per forward pass, in whole chunks: big enough that each weight is
  * dequantized once for many chunks, small enough that activations stay modest. */
@@ -24,32 +23,12 @@ double eval_logprob(const float *logits, int n_vocab, int32_t target)
 	return (double)(logits[target] - mx) - log(sum);
 }
 
-/* Log-sum-exp of logits and their argmax. */
-static double lse(const float *l, int n, int *arg)
-{
-	int a = 0;
-	for (int i = 1; i < n; i++)
-		if (l[i] > l[a])
-			a = i;
-	double sum = 0;
-	for (int i = 0; i < n; i++)
-		sum += expf(l[i] - l[a]);
-	*arg = a;
-	return (double)l[a] + log(sum);
-}
-
 /* The chunk loop shared by perplexity and imatrix: every chunk evaluated, its second
  * half scored into out; on_matmul sees every multiplication. */
-/* Baseline log-probability files ("QBKLP001"): u32 n_vocab, ctx, chunks, 0; the chunks'
- * tokens (int32, chunks x ctx, as in the text: BOS replacement implied); then for every
- * scored position (ctx/2 .. ctx-2 of each chunk) the n_vocab log-probabilities as F16. */
-static const char lp_magic[8] = { 'Q', 'B', 'K', 'L', 'P', '0', '0', '1' };
-
 static int run_chunks(const model *m, const tok_vocab *v, const char *text, size_t len, int ctx, int max_chunks,
 		      model_matmul_fn on_matmul, void *mctx, eval_progress_fn progress, void *pctx, eval_ppl *out,
-		      afile *sink, err *e)
+		      err *e)
 {
-	uint16_t *h16 = NULL;
 	const model_hparams *hp = model_params(m);
 	tok_ids ids = { 0 };
 	int32_t *batch = NULL;
@@ -77,16 +56,9 @@ static int run_chunks(const model *m, const tok_vocab *v, const char *text, size
 	int per = BATCH_TOKENS / ctx > 0 ? BATCH_TOKENS / ctx : 1;
 	batch = malloc((size_t)per * ctx * sizeof *batch);
 	logits = malloc((size_t)per * (size_t)(ctx - first) * (size_t)hp->n_vocab * sizeof *logits);
-	h16 = malloc((size_t)hp->n_vocab * sizeof *h16);
-	if (!batch || !logits || !h16) {
+	if (!batch || !logits) {
 		err_set(e, "out of memory");
 		goto done;
-	}
-	if (sink) {
-		uint32_t hdr[4] = { (uint32_t)hp->n_vocab, (uint32_t)ctx, (uint32_t)n_chunks, 0 };
-		if (afile_write(sink, lp_magic, 8, e) || afile_write(sink, hdr, sizeof hdr, e) ||
-		    afile_write(sink, ids.ids, (size_t)n_chunks * ctx * sizeof *ids.ids, e))
-			goto done;
 	}
 	double nll = 0, nll2 = 0;
 	size_t count = 0;
@@ -105,14 +77,6 @@ static int run_chunks(const model *m, const tok_vocab *v, const char *text, size
 			for (int j = 0; j < scored; j++) {
 				const float *l = logits + ((size_t)s * (ctx - first) + (size_t)j) * hp->n_vocab;
 				double lp = eval_logprob(l, hp->n_vocab, tok[first + j + 1]);
-				if (sink) {
-					int arg;
-					double z = lse(l, hp->n_vocab, &arg);
-					for (int i = 0; i < hp->n_vocab; i++)
-						h16[i] = half_from_f32((float)(l[i] - z));
-					if (afile_write(sink, h16, (size_t)hp->n_vocab * sizeof *h16, e))
-						goto done;
-				}
 				nll -= lp;
 				nll2 += lp * lp;
 				count++;
@@ -132,27 +96,13 @@ done:
 	tok_ids_free(&ids);
 	free(batch);
 	free(logits);
-	free(h16);
 	return rc;
 }
 
 int eval_perplexity(const model *m, const tok_vocab *v, const char *text, size_t len, int ctx, int max_chunks,
 		    eval_progress_fn progress, void *pctx, eval_ppl *out, err *e)
 {
-	return run_chunks(m, v, text, len, ctx, max_chunks, NULL, NULL, progress, pctx, out, NULL, e);
-}
-
-int eval_save_baseline(const model *m, const tok_vocab *v, const char *text, size_t len, int ctx, int max_chunks,
-		       const char *path, eval_progress_fn progress, void *pctx, eval_ppl *out, err *e)
-{
-	afile f;
-	if (afile_open(&f, path, 0, 0, e))
-		return -1;
-	if (run_chunks(m, v, text, len, ctx, max_chunks, NULL, NULL, progress, pctx, out, &f, e)) {
-		afile_abort(&f);
-		return -1;
-	}
-	return afile_commit(&f, NULL, e);
+	return run_chunks(m, v, text, len, ctx, max_chunks, NULL, NULL, progress, pctx, out, e);
 }
 
 int eval_generate(const model *m, const tok_vocab *v, const char *prompt, size_t len, int n_predict, tok_ids *out,
@@ -275,7 +225,7 @@ int eval_imatrix(const model *m, const tok_vocab *v, const char *text, size_t le
 	out->e = calloc(out->cap, sizeof *out->e);
 	if (!out->e)
 		return err_set(e, "out of memory");
-	if (run_chunks(m, v, text, len, ctx, max_chunks, imx_add, out, progress, pctx, &out->ppl, NULL, e)) {
+	if (run_chunks(m, v, text, len, ctx, max_chunks, imx_add, out, progress, pctx, &out->ppl, e)) {
 		eval_imx_free(out);
 		return -1;
 	}
@@ -434,50 +384,165 @@ static double pct(const double *v, size_t n, double p)
 	return v[i < n ? i : n - 1];
 }
 
-/* Opens a baseline log-probability file and checks it was made from these chunks. */
-static FILE *open_base(const char *path, const tok_ids *ids, int n_vocab, int ctx, int n_chunks, err *e)
+/* Log-sum-exp of logits and their argmax. */
+static double lse(const float *l, int n, int *arg)
 {
-	FILE *f = fopen(path, "rb");
-	char magic[8];
-	uint32_t hdr[4];
-	int32_t *tok = NULL;
-	if (!f) {
-		err_errno(e, "%s", path);
-		return NULL;
-	}
-	if (fread(magic, 1, 8, f) != 8 || memcmp(magic, lp_magic, 8) || fread(hdr, sizeof hdr, 1, f) != 1) {
-		err_set(e, "%s: offset 0: not a qbake baseline log-probability file", path);
-		goto fail;
-	}
-	if ((int)hdr[0] != n_vocab || (int)hdr[1] != ctx || (int)hdr[2] < n_chunks) {
-		err_set(e, "%s: offset 8: made with %u tokens, ctx %u, %u chunks; this run needs %d, %d, %d", path, hdr[0],
-			hdr[1], hdr[2], n_vocab, ctx, n_chunks);
-		goto fail;
-	}
-	size_t nt = (size_t)hdr[2] * hdr[1];
-	tok = malloc(nt * sizeof *tok);
-	if (!tok || fread(tok, sizeof *tok, nt, f) != nt) {
-		err_set(e, "%s: offset 24: truncated", path);
-		goto fail;
-	}
-	if (memcmp(tok, ids->ids, (size_t)n_chunks * ctx * sizeof *tok)) {
-		err_set(e, "%s: offset 24: computed on a different text (its tokens differ)", path);
-		goto fail;
-	}
-	free(tok);
-	return f;
-fail:
-	free(tok);
-	fclose(f);
-	return NULL;
+	int a = 0;
+	for (int i = 1; i < n; i++)
+		if (l[i] > l[a])
+			a = i;
+	double sum = 0;
+	for (int i = 0; i < n; i++)
+		sum += expf(l[i] - l[a]);
+	*arg = a;
+	return (double)l[a] + log(sum);
 }
 
-int eval_compare(const model *base, const char *base_path, const model *m, const tok_vocab *v, const char *text,
-		 size_t len, int ctx, int max_chunks, eval_progress_fn progress, void *pctx, eval_cmp *out, err *e)
+/* ---- saved baseline log-probabilities ---- */
+
+/* File layout (little-endian): "QBLP", u32 version 1, u32 n_vocab, u32 ctx, u32 chunks,
+ * u32 scored positions per chunk; then per scored position, in order: f32 lo, f32 nll,
+ * u16 q[n_vocab] with log p(i) = lo * (1 - q[i] / 65535). Sixteen bits per entry keep
+ * each log-probability within |lo| / 131070 (a few 1e-4 nats), which moves the mean KLD
+ * by well under 1 %; nll is the exact negative log-likelihood of the target. */
+enum { BASE_VERSION = 1 };
+
+typedef struct base_file {
+	const char *path;
+	FILE *f;
+	int n_vocab, ctx, chunks, scored;
+	uint16_t *q; /* one row */
+} base_file;
+
+/* Appends one position: the row's log-softmax, quantized; buf holds 8 + 2 nv bytes. */
+static int base_write_row(afile *f, const float *l, int nv, int32_t target, uint8_t *buf, err *e)
+{
+	int arg;
+	double z = lse(l, nv, &arg), lo = 0;
+	float hdr[2];
+
+	for (int i = 0; i < nv; i++)
+		lo = l[i] - z < lo ? l[i] - z : lo;
+	hdr[0] = (float)lo;
+	hdr[1] = (float)(z - l[target]);
+	memcpy(buf, hdr, sizeof hdr);
+	for (int i = 0; i < nv; i++) {
+		uint16_t q = lo < 0 ? (uint16_t)lrint(65535.0 * (1.0 - (l[i] - z) / lo)) : 65535;
+
+		memcpy(buf + 8 + 2 * (size_t)i, &q, 2);
+	}
+	return afile_write(f, buf, 8 + 2 * (size_t)nv, e);
+}
+
+/* Reads n positions into the logits rows of lb (stride rows per sequence of `scored`). */
+static int base_read(base_file *b, float *lb, size_t n, int stride, int scored, err *e)
+{
+	for (size_t k = 0; k < n; k++) {
+		float hdr[2], *row = lb + ((k / (size_t)scored) * (size_t)stride + k % (size_t)scored) * (size_t)b->n_vocab;
+
+		if (fread(hdr, sizeof hdr, 1, b->f) != 1 || fread(b->q, 2, (size_t)b->n_vocab, b->f) != (size_t)b->n_vocab)
+			return err_set(e, "%s: truncated at position %zu", b->path, k);
+		for (int i = 0; i < b->n_vocab; i++)
+			row[i] = hdr[0] * (float)(1.0 - b->q[i] / 65535.0);
+	}
+	return 0;
+}
+
+int eval_base_save(const model *m, const tok_vocab *v, const char *text, size_t len, int ctx, int max_chunks,
+		   const char *path, eval_ppl *out, err *e)
+{
+	const model_hparams *hp = model_params(m);
+	int nv = hp->n_vocab, first = ctx / 2, scored = ctx - 1 - first, n_chunks;
+	tok_ids ids = { 0 };
+	float *lb = NULL;
+	uint8_t *row = NULL;
+	double nll = 0, nll2 = 0;
+	size_t count = 0;
+	uint32_t hdr[6];
+	afile af;
+	int rc = -1, open = 0;
+
+	memset(out, 0, sizeof *out);
+	if (ctx < 4 || ctx > hp->n_ctx_train)
+		return err_set(e, "context %d is outside 4..%d (the model's training context)", ctx, hp->n_ctx_train);
+	if (tok_encode(v, text, len, true, false, &ids, e))
+		return -1;
+	out->n_tokens = ids.n;
+	if (ids.n < 2 * (size_t)ctx) {
+		err_set(e, "text has %zu tokens, fewer than 2 x context (%d)", ids.n, 2 * ctx);
+		goto done;
+	}
+	n_chunks = (int)(ids.n / (size_t)ctx);
+	if (max_chunks > 0 && max_chunks < n_chunks)
+		n_chunks = max_chunks;
+	lb = malloc((size_t)(ctx - first) * (size_t)nv * sizeof *lb);
+	row = malloc(8 + 2 * (size_t)nv);
+	if (!lb || !row) {
+		err_set(e, "out of memory");
+		goto done;
+	}
+	if (afile_open(&af, path, 0, 0, e) < 0)
+		goto done;
+	open = 1;
+	memcpy(hdr, "QBLP", 4);
+	hdr[1] = BASE_VERSION;
+	hdr[2] = (uint32_t)nv;
+	hdr[3] = (uint32_t)ctx;
+	hdr[4] = (uint32_t)n_chunks;
+	hdr[5] = (uint32_t)scored;
+	if (afile_write(&af, hdr, sizeof hdr, e) < 0)
+		goto done;
+	for (int c = 0; c < n_chunks; c++) {
+		int32_t *chunk = ids.ids + (size_t)c * ctx, saved = chunk[0];
+		model_batch b = { chunk, 1, ctx, first, lb, NULL, NULL };
+		int failed;
+
+		if (tok_adds_bos(v))
+			chunk[0] = tok_bos(v);
+		failed = model_eval(m, &b, e);
+		chunk[0] = saved;
+		if (failed)
+			goto done;
+		for (int j = 0; j < scored; j++) {
+			const float *l = lb + (size_t)j * nv;
+			int32_t t = chunk[first + j + 1];
+			int arg;
+			double x = lse(l, nv, &arg) - l[t];
+
+			nll += x;
+			nll2 += x * x;
+			count++;
+			if (base_write_row(&af, l, nv, t, row, e) < 0)
+				goto done;
+		}
+	}
+	open = 0;
+	if (afile_commit(&af, NULL, e) < 0)
+		goto done;
+	out->chunks = n_chunks;
+	out->count = count;
+	out->nll = nll / (double)count;
+	out->ppl = exp(out->nll);
+	{
+		double var = nll2 / (double)count - out->nll * out->nll;
+
+		out->ppl_err = var > 0 ? sqrt(var / (double)(count - 1)) * out->ppl : 0;
+	}
+	rc = 0;
+done:
+	if (open)
+		afile_abort(&af);
+	tok_ids_free(&ids);
+	free(lb);
+	free(row);
+	return rc;
+}
+
+/* eval_compare's work; the baseline's logits come from base, or from the saved file src. */
+static int compare(const model *base, base_file *src, const model *m, const tok_vocab *v, const char *text, size_t len,
+		   int ctx, int max_chunks, eval_progress_fn progress, void *pctx, eval_cmp *out, err *e)
 {
 	const model_hparams *hp = model_params(m), *hb = base ? model_params(base) : hp;
-	FILE *bf = NULL;
-	uint16_t *h16 = NULL;
 	tok_ids ids = { 0 };
 	int32_t *batch = NULL;
 	float *lq = NULL, *lb = NULL;
@@ -485,8 +550,9 @@ int eval_compare(const model *base, const char *base_path, const model *m, const
 	int rc = -1;
 
 	memset(out, 0, sizeof *out);
-	if (hb->n_vocab != hp->n_vocab || tok_n_vocab(v) != hp->n_vocab)
-		return err_set(e, "the baseline has %d tokens, the model %d", hb->n_vocab, hp->n_vocab);
+	if (hb->n_vocab != hp->n_vocab || tok_n_vocab(v) != hp->n_vocab || (src && src->n_vocab != hp->n_vocab))
+		return err_set(e, "the baseline has %d tokens, the model %d", src ? src->n_vocab : hb->n_vocab,
+			       hp->n_vocab);
 	if (ctx < 4)
 		return err_set(e, "context %d is too small", ctx);
 	if (ctx > hp->n_ctx_train || ctx > hb->n_ctx_train)
@@ -502,18 +568,20 @@ int eval_compare(const model *base, const char *base_path, const model *m, const
 	int n_chunks = (int)(ids.n / (size_t)ctx);
 	if (max_chunks > 0 && max_chunks < n_chunks)
 		n_chunks = max_chunks;
+	if (src && (src->ctx != ctx || src->chunks != n_chunks)) {
+		err_set(e, "%s: saved for %d chunks of %d tokens, not %d of %d", src->path, src->chunks, src->ctx,
+			n_chunks, ctx);
+		goto done;
+	}
 	int first = ctx / 2, scored = ctx - 1 - first, nv = hp->n_vocab;
 	int per = BATCH_TOKENS / ctx > 0 ? BATCH_TOKENS / ctx : 1;
 	size_t total = (size_t)n_chunks * (size_t)scored;
-	if (!base && !(bf = open_base(base_path, &ids, nv, ctx, n_chunks, e)))
-		goto done;
-	h16 = malloc((size_t)nv * sizeof *h16);
 	batch = malloc((size_t)per * ctx * sizeof *batch);
 	lq = malloc((size_t)per * (size_t)(ctx - first) * (size_t)nv * sizeof *lq);
 	lb = malloc((size_t)per * (size_t)(ctx - first) * (size_t)nv * sizeof *lb);
 	kl = malloc(total * sizeof *kl);
 	dps = malloc(total * sizeof *dps);
-	if (!batch || !lq || !lb || !kl || !dps || !h16) {
+	if (!batch || !lq || !lb || !kl || !dps) {
 		err_set(e, "out of memory");
 		goto done;
 	}
@@ -527,17 +595,10 @@ int eval_compare(const model *base, const char *base_path, const model *m, const
 				batch[(size_t)s * ctx] = tok_bos(v);
 		}
 		model_batch bb = { batch, ns, ctx, first, lb, NULL, NULL }, bq = { batch, ns, ctx, first, lq, NULL, NULL };
-		if ((base && model_eval(base, &bb, e)) || model_eval(m, &bq, e))
+		if ((src ? base_read(src, lb, (size_t)ns * (size_t)scored, ctx - first, scored, e)
+			 : model_eval(base, &bb, e)) ||
+		    model_eval(m, &bq, e))
 			goto done;
-		/* From a file, the log-probabilities stand in for logits (same softmax). */
-		for (int s = 0; bf && s < ns; s++)
-			for (int j = 0; j < scored; j++) {
-				if (fread(h16, sizeof *h16, (size_t)nv, bf) != (size_t)nv) {
-					err_set(e, "%s: truncated at chunk %d", base_path, c0 + s);
-					goto done;
-				}
-				half_row_to_f32(h16, lb + ((size_t)s * (ctx - first) + (size_t)j) * nv, (size_t)nv);
-			}
 		for (int s = 0; s < ns; s++) {
 			const int32_t *tok = ids.ids + (size_t)(c0 + s) * ctx;
 			for (int j = 0; j < scored; j++) {
@@ -604,14 +665,48 @@ int eval_compare(const model *base, const char *base_path, const model *m, const
 		out->dp_pct[i] = pct(dps, n, eval_dp_pcts[i]);
 	rc = 0;
 done:
-	if (bf)
-		fclose(bf);
-	free(h16);
 	tok_ids_free(&ids);
 	free(batch);
 	free(lq);
 	free(lb);
 	free(kl);
 	free(dps);
+	return rc;
+}
+
+int eval_compare(const model *base, const model *m, const tok_vocab *v, const char *text, size_t len, int ctx,
+		 int max_chunks, eval_progress_fn progress, void *pctx, eval_cmp *out, err *e)
+{
+	return compare(base, NULL, m, v, text, len, ctx, max_chunks, progress, pctx, out, e);
+}
+
+int eval_compare_saved(const model *m, const tok_vocab *v, const char *text, size_t len, int ctx, int max_chunks,
+		       const char *base_path, eval_progress_fn progress, void *pctx, eval_cmp *out, err *e)
+{
+	base_file b = { .path = base_path };
+	char magic[4];
+	uint32_t h[5];
+	int rc = -1;
+
+	if (!(b.f = fopen(base_path, "rb")))
+		return err_errno(e, "%s: cannot open", base_path);
+	if (fread(magic, 4, 1, b.f) != 1 || memcmp(magic, "QBLP", 4) != 0 || fread(h, 4, 5, b.f) != 5 ||
+	    h[0] != BASE_VERSION || h[1] == 0 || h[1] > (1u << 24)) {
+		err_set(e, "%s: offset 0: not a qbake baseline log-probability file (version %d)", base_path,
+			BASE_VERSION);
+		goto done;
+	}
+	b.n_vocab = (int)h[1];
+	b.ctx = (int)h[2];
+	b.chunks = (int)h[3];
+	b.scored = (int)h[4];
+	if (!(b.q = malloc((size_t)b.n_vocab * sizeof *b.q))) {
+		err_set(e, "out of memory");
+		goto done;
+	}
+	rc = compare(NULL, &b, m, v, text, len, ctx, max_chunks, progress, pctx, out, e);
+done:
+	free(b.q);
+	fclose(b.f);
 	return rc;
 }

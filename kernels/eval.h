@@ -50,16 +50,22 @@ typedef struct eval_cmp {
 extern const double eval_kld_pcts[11];
 extern const double eval_dp_pcts[13];
 
-/* Runs m over the chunks (as eval_perplexity) and compares its next-token distributions
- * on every scored position with the baseline's: the model base run on the same chunks, or
- * when base is NULL the file base_path written by eval_save_baseline (checked to hold
- * the same chunks). Both must share the vocabulary v. Returns 0, or -1 with e set. */
-int eval_compare(const model *base, const char *base_path, const model *m, const tok_vocab *v, const char *text,
-		 size_t len, int ctx, int max_chunks, eval_progress_fn progress, void *pctx, eval_cmp *out, err *e);
-/* eval_perplexity that also writes every scored position's log-probabilities (F16, with
- * the chunks' tokens) to path, atomically, for later eval_compare runs. */
-int eval_save_baseline(const model *m, const tok_vocab *v, const char *text, size_t len, int ctx, int max_chunks,
-		       const char *path, eval_progress_fn progress, void *pctx, eval_ppl *out, err *e);
+/* Runs base and m over the same chunks (as eval_perplexity) and compares their
+ * next-token distributions on every scored position. Both must share the vocabulary v.
+ * Returns 0, or -1 with e set. */
+int eval_compare(const model *base, const model *m, const tok_vocab *v, const char *text, size_t len, int ctx,
+		 int max_chunks, eval_progress_fn progress, void *pctx, eval_cmp *out, err *e);
+
+/* Runs the baseline m over the chunks eval_perplexity uses and saves, for every scored
+ * position, its log-probabilities (16 bits each) and the target's exact NLL to path
+ * (atomically): what eval_compare_saved needs instead of running the baseline again.
+ * out receives the baseline's perplexity. Returns 0, or -1 with e set. */
+int eval_base_save(const model *m, const tok_vocab *v, const char *text, size_t len, int ctx, int max_chunks,
+		   const char *path, eval_ppl *out, err *e);
+/* eval_compare with the baseline read from a file eval_base_save wrote for the same text,
+ * ctx and chunks. Returns 0, or -1 with e set (another text or shape, a damaged file). */
+int eval_compare_saved(const model *m, const tok_vocab *v, const char *text, size_t len, int ctx, int max_chunks,
+		       const char *base_path, eval_progress_fn progress, void *pctx, eval_cmp *out, err *e);
 
 /* Greedy continuation: tokenizes prompt (with BOS, special tokens parsed, as
  * llama-completion does), then appends to out up to n_predict argmax tokens, stopping

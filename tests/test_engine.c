@@ -222,6 +222,56 @@ static void test_imatrix(void)
 	check_system("rm -f '%s/calib2.txt'", dir);
 }
 
+/* Gates decide from cached figures: a failing tier is replaced by its fallback, and
+ * changing a gate runs nothing. */
+static void test_gates(void)
+{
+	char extra[2048], path[2048];
+	const char *src = getenv("QBAKE_SOURCE");
+	build_result res;
+	char *report;
+	err e = { 0 };
+
+	snprintf(extra, sizeof extra,
+		 "  corpora = { eval = text { \"%s/examples/corpora/eval.txt\" } },\n"
+		 "  eval = { corpus = \"eval\", ctx = 64, chunks = 4 },\n"
+		 "  gates = { Q4_0 = { max_kld = 0, fallback = \"Q5_0\" } },\n", src ? src : ".");
+	write_recipe("\"Q4_0\"", extra);
+	CHECK(build(&res, &e) == 0, "gated build: %s", e.msg);
+	/* (quantize Q5_0 itself is in the cache from the tier test above) */
+	CHECK(strstr(res.ran_labels, "eval baseline") && strstr(res.ran_labels, "eval Q4_0") &&
+	      strstr(res.ran_labels, "eval Q5_0"), "the fallback was evaluated: %s", res.ran_labels);
+	snprintf(path, sizeof path, "%s/tiny-Q5_0.gguf", out);
+	CHECK(access(path, F_OK) == 0, "the fallback ships");
+	snprintf(path, sizeof path, "%s/tiny-Q4_0.gguf", out);
+	CHECK(access(path, F_OK) != 0, "the failing tier does not ship");
+	report = slurp_out("report.md");
+	CHECK(report && strstr(report, "Q4_0 failed its gate (mean KLD") && strstr(report, "replaced by Q5_0"),
+	      "report says why: %s", report ? report : "(missing)");
+	free(report);
+
+	/* A looser gate: nothing runs, the tier itself ships. */
+	snprintf(extra, sizeof extra,
+		 "  corpora = { eval = text { \"%s/examples/corpora/eval.txt\" } },\n"
+		 "  eval = { corpus = \"eval\", ctx = 64, chunks = 4 },\n"
+		 "  gates = { Q4_0 = { max_kld = 1, fallback = \"Q5_0\" } },\n", src ? src : ".");
+	write_recipe("\"Q4_0\"", extra);
+	CHECK(build(&res, &e) == 0 && res.ran == 0, "changing a gate ran %d: %s %s", res.ran, res.ran_labels, e.msg);
+	snprintf(path, sizeof path, "%s/tiny-Q4_0.gguf", out);
+	CHECK(access(path, F_OK) == 0, "the tier ships once it passes");
+
+	/* No fallback: the build fails and says which gate, and the release stays as it was. */
+	snprintf(extra, sizeof extra,
+		 "  corpora = { eval = text { \"%s/examples/corpora/eval.txt\" } },\n"
+		 "  eval = { corpus = \"eval\", ctx = 64, chunks = 4 },\n"
+		 "  gates = { Q4_0 = { min_same_top = \"100%%\" } },\n", src ? src : ".");
+	write_recipe("\"Q4_0\"", extra);
+	err_clear(&e);
+	CHECK(build(&res, &e) < 0 && strstr(e.msg, "fails its quality gate") && strstr(e.msg, "same top"),
+	      "failing gate: %s", e.msg);
+	CHECK(access(path, F_OK) == 0, "the previous release is intact");
+}
+
 static void test_overlap_rule(void)
 {
 	char extra[1024];
@@ -358,6 +408,7 @@ int main(void)
 	test_incremental();
 	test_second_recipe_shares();
 	test_imatrix();
+	test_gates();
 	test_overlap_rule();
 	test_requantized_rules();
 	return check_done();
