@@ -35,7 +35,7 @@ static void warnf(store *s, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	s->nwarnings++;
+	__atomic_add_fetch(&s->nwarnings, 1, __ATOMIC_RELAXED);
 	if (s->warn)
 		s->warn(s->warn_ctx, msg);
 	else
@@ -374,7 +374,18 @@ int store_open(store *s, const char *dir, err *e)
 		store_close(s);
 		return err_prefix(e, "cache directory");
 	}
-	snprintf(path, sizeof path, "%s/lock", dir);
+	/* Absolute from now on: a later chdir (an action's working folder) must not move it. */
+	{
+		char *abs = realpath(dir, NULL);
+
+		if (abs && strlen(abs) <= PATH_MAX - 200) {
+			free(s->dir);
+			s->dir = abs;
+		} else {
+			free(abs);
+		}
+	}
+	snprintf(path, sizeof path, "%s/lock", s->dir);
 	s->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	if (s->lockfd < 0) {
 		err_errno(e, "%s: cannot open the cache lock (is the cache directory read-only?)", path);
@@ -602,8 +613,9 @@ static int digest_fd(store *s, int fd, const char *path, uint8_t d[32], uint64_t
 	sha256_free(&sha);
 	if (n < 0)
 		return -1;
-	s->nhashed++;
-	s->bytes_hashed += (uint64_t)n;
+	/* Atomic: the engine may hash inputs from several threads through one store. */
+	__atomic_add_fetch(&s->nhashed, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&s->bytes_hashed, (uint64_t)n, __ATOMIC_RELAXED);
 	if (size)
 		*size = (uint64_t)n;
 	return 0;

@@ -22,9 +22,11 @@
  * bytes and the object files named by store_object_path. */
 
 /* One cache directory opened by one process. Fields below "counters" are for callers and
- * tests to read; the rest is private to store.c. */
+ * tests to read; the rest is private to store.c. After store_open, every function may be
+ * called from several threads at once on the same store (each call uses its own fds and
+ * temp files; the counters are updated atomically); store_gc and store_verify excepted. */
 typedef struct store {
-	char *dir;        /* the cache directory (absolute or as given), owned; set by store_open */
+	char *dir;        /* the cache directory, made absolute (realpath); owned; set by store_open */
 	int lockfd;       /* <dir>/lock, held LOCK_SH while open, LOCK_EX during gc/verify */
 	int64_t racy_ns;  /* a stat cache entry is trusted only when the file's mtime and ctime are
 	                   * at least this much older than the moment it was recorded (default 2 s,

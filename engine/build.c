@@ -194,10 +194,18 @@ static void *worker(void *arg)
 		hit = store_ac_get(sc->s, n->key, &n->result, &e);
 		rc = hit < 0 ? -1 : 0;
 	}
+	/* remote cache (cache/remote.c): local miss -> remote -> build; a build is uploaded */
+	if (rc == 0 && !hit && sc->o->remote) {
+		hit = n->remote = remote_fetch(sc->o->remote, sc->s, n->key, &n->result);
+		if (!hit)
+			say(sc, "[run]    %s\n", n->label);
+	}
 	if (rc == 0 && !hit) {
 		rc = action_run(sc->g, n, &sc->env, &e);
 		if (rc == 0)
 			rc = store_ac_put(sc->s, n->key, &n->result, &e);
+		if (rc == 0 && sc->o->remote)
+			remote_upload(sc->o->remote, sc->s, n->key);
 	}
 	if (fd >= 0)
 		store_unlock_key(fd);
@@ -246,7 +254,8 @@ static int step(sched *sc, graph_node *n)
 		return 0;
 	n->state = GRAPH_RUNNING;
 	sc->running++;
-	say(sc, "[run]    %s\n", n->label);
+	if (!sc->o->remote) /* with a remote, the worker says it once the remote missed */
+		say(sc, "[run]    %s\n", n->label);
 	return 2;
 }
 
@@ -264,7 +273,8 @@ static void settle(sched *sc, graph_node *n)
 	switch (n->state) {
 	case GRAPH_CACHED:
 		sc->res->cached++;
-		say(sc, "[cached] %s\n", n->label);
+		sc->res->remote += n->remote;
+		say(sc, "%s %s\n", n->remote ? "[remote]" : "[cached]", n->label);
 		break;
 	case GRAPH_BUILT:
 		sc->res->ran++;
@@ -959,6 +969,12 @@ const char build_help[] =
 	"      --cache DIR    the cache (default $QBAKE_CACHE, $XDG_CACHE_HOME/qbake or ~/.cache/qbake)\n"
 	"  -o, --out DIR      the release folder (default release/NAME in the working directory)\n"
 	"  -q, --quiet        no line per step, only the summary\n"
+	"      --remote-cache URL  a shared cache (Bazel HTTP remote-cache protocol: URL/cas/SHA256,\n"
+	"                     URL/ac/KEY), asked after a local miss and fed every step built here;\n"
+	"                     default $QBAKE_REMOTE_CACHE, then remote_cache in ~/.config/qbake/config;\n"
+	"                     --remote-cache= (empty) turns it off. Downloads are checked by SHA-256;\n"
+	"                     a remote that does not answer gives one warning and the build goes on\n"
+	"      --remote-upload=false  read from the remote cache, never write to it\n"
 	"\n"
 	"The release folder holds NAME-TIER.gguf (hard links into the cache when possible),\n"
 	"SHA256SUMS, report.md, report.json and qbake.lock; it is replaced as a whole, never\n"
@@ -967,7 +983,7 @@ const char build_help[] =
 	"exit status: 0 built, 1 a step or a rule failed, 2 usage error or unreadable recipe\n";
 
 const char plan_help[] =
-	"usage: qbake plan [RECIPE] [--cache DIR] [--out DIR] [--json]\n"
+	"usage: qbake plan [RECIPE] [--cache DIR] [--out DIR] [--json] [--remote-cache URL]\n"
 	"\n"
 	"Shows what `qbake build` would do, without doing it: for every step, whether it comes\n"
 	"from the cache or would run, and why (not in the cache, a parameter or an input changed\n"
@@ -975,11 +991,17 @@ const char plan_help[] =
 	"for every tier its expected file size, bits per weight and working memory (exact once\n"
 	"the baseline is in the cache).\n"
 	"\n"
+	"With a remote cache (--remote-cache URL, $QBAKE_REMOTE_CACHE or remote_cache in\n"
+	"~/.config/qbake/config), a step missing locally is looked up there: `remote` means\n"
+	"build would download it (its action record is read and checked; objects are not).\n"
+	"\n"
 	"exit status: 0 ok, 1 the plan could not be made, 2 usage error or unreadable recipe\n";
 
 typedef struct cmd_opts {
 	const char *recipe;
 	const char *cache;
+	const char *remote_url;    /* --remote-cache, or NULL */
+	const char *remote_upload; /* --remote-upload, or NULL */
 	int json;
 	build_opts b;
 } cmd_opts;
@@ -1001,7 +1023,8 @@ static int parse_opts(int argc, char **argv, cmd_opts *o, int plan)
 		{ "jobs", required_argument, NULL, 'j' }, { "threads", required_argument, NULL, 't' },
 		{ "keep-going", no_argument, NULL, 'k' }, { "cache", required_argument, NULL, 'C' },
 		{ "out", required_argument, NULL, 'o' },  { "quiet", no_argument, NULL, 'q' },
-		{ "json", no_argument, NULL, 'J' },       { NULL, 0, NULL, 0 },
+		{ "json", no_argument, NULL, 'J' },       { "remote-cache", required_argument, NULL, 'R' },
+		{ "remote-upload", required_argument, NULL, 'U' }, { NULL, 0, NULL, 0 },
 	};
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	int c;
@@ -1034,6 +1057,12 @@ static int parse_opts(int argc, char **argv, cmd_opts *o, int plan)
 		case 'q':
 			o->b.quiet = 1;
 			break;
+		case 'R':
+			o->remote_url = optarg;
+			break;
+		case 'U':
+			o->remote_upload = optarg;
+			break;
 		case 'J':
 			if (!plan)
 				goto bad_option;
@@ -1063,7 +1092,8 @@ typedef struct session {
 	recipe *r;
 	store s;
 	graph g;
-	int have_store, have_graph;
+	remote rem;
+	int have_store, have_graph, have_remote;
 } session;
 
 static void session_close(session *ss)
@@ -1072,6 +1102,8 @@ static void session_close(session *ss)
 		graph_free(&ss->g);
 	if (ss->have_store)
 		store_close(&ss->s);
+	if (ss->have_remote)
+		remote_close(&ss->rem);
 	recipe_free(ss->r);
 }
 
@@ -1093,6 +1125,20 @@ static int session_open(session *ss, const cmd_opts *o)
 		return 1;
 	}
 	ss->have_store = 1;
+	{ /* remote cache: flag > QBAKE_REMOTE_CACHE > the per-user config file */
+		remote_config rc;
+		int bad = remote_config_load(&rc, o->remote_url, o->remote_upload, &e) < 0;
+
+		if (!bad && rc.url && *rc.url) {
+			bad = remote_open(&ss->rem, &rc, &e) < 0;
+			ss->have_remote = !bad;
+		}
+		remote_config_free(&rc);
+		if (bad) {
+			fprintf(stderr, "qbake: %s\n", e.msg);
+			return 2;
+		}
+	}
 	if (graph_new(&ss->g, ss->r, &e) < 0) {
 		fprintf(stderr, "qbake: %s\n", e.msg);
 		return 1;
@@ -1155,6 +1201,8 @@ int build_main(int argc, char **argv)
 		session_close(&ss);
 		return rc;
 	}
+	if (ss.have_remote)
+		o.b.remote = &ss.rem;
 	rc = build_run(&ss.g, &ss.s, &o.b, &res, &e);
 	if (rc == 0)
 		record_refs(&ss);
@@ -1166,8 +1214,8 @@ int build_main(int argc, char **argv)
 		char out[PATH_MAX];
 
 		snprintf(out, sizeof out, "%s%s", o.b.out ? o.b.out : "release/", o.b.out ? "" : ss.r->name);
-		fprintf(stderr, "qbake: %d step(s) run, %d cached, in %.2f s; release %s %s\n", res.ran, res.cached,
-			now() - t0, out, res.release_written ? "written" : "up to date");
+		fprintf(stderr, "qbake: %d step(s) run, %d cached (%d from the remote cache), in %.2f s; release %s %s\n",
+			res.ran, res.cached, res.remote, now() - t0, out, res.release_written ? "written" : "up to date");
 	}
 	session_close(&ss);
 	return rc < 0 ? 1 : 0;
@@ -1300,12 +1348,18 @@ int plan_main(int argc, char **argv)
 			ready &= n->deps[d]->state == GRAPH_CACHED;
 		if (ready && graph_key(n, &e) == 1)
 			hit = store_ac_get(&ss.s, n->key, &n->result, &e) > 0;
+		/* remote cache: a record the remote holds (read and validated, objects not fetched) */
+		if (!hit && ss.have_remote && ready && n->keyed && remote_probe(&ss.rem, n->key, &n->result)) {
+			hit = n->remote = 1;
+			snprintf(reason, sizeof reason, "in the remote cache %s", ss.rem.shown);
+		}
 		if (hit)
 			n->state = GRAPH_CACHED;
 		else
 			why(n, lock, reason, sizeof reason);
 		would += !hit;
-		row = json_pack("{s:s, s:s, s:s}", "step", n->label, "action", hit ? "cached" : "run", "why", reason);
+		row = json_pack("{s:s, s:s, s:s}", "step", n->label, "action",
+				n->remote ? "remote" : hit ? "cached" : "run", "why", reason);
 		if (n->keyed)
 			json_object_set_new(row, "key", json_string(sha256_hex(n->key, hex)));
 		if (n->kind == GRAPH_QUANTIZE && (est = estimate(&ss.g, n, &ss.s)) != NULL)

@@ -4,6 +4,7 @@
 
 #include "err.h"
 #include "graph.h"
+#include "remote.h"
 #include "store.h"
 
 /* How a build runs. */
@@ -13,12 +14,14 @@ typedef struct build_opts {
 	int keep_going;   /* start independent nodes after a failure */
 	int quiet;        /* no per-node lines (tests) */
 	const char *out;  /* release folder; NULL = release/<name> under the working directory */
+	remote *remote;   /* shared cache asked after a local miss and fed what is built, or NULL */
 } build_opts;
 
 /* What a build did, for its summary and for tests. */
 typedef struct build_result {
 	int ran;          /* nodes whose action ran */
-	int cached;       /* nodes found in the cache */
+	int cached;       /* nodes found in the cache (local or remote) */
+	int remote;       /* of those, nodes downloaded from the remote cache */
 	int failed;       /* nodes that failed (and rule refusals) */
 	int skipped;      /* nodes not run because something they need failed */
 	int release_written; /* the release folder was (re)written */

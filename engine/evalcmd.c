@@ -18,7 +18,7 @@
 
 const char evalcmd_perplexity_help[] =
 	"usage: qbake perplexity -m MODEL.gguf -f TEXT.txt [--ctx N] [--chunks N] [--threads N]\n"
-	"                        [--baseline BASE.gguf] [--json]\n"
+	"                        [--baseline BASE.gguf|BASE.klp] [--save-baseline OUT.klp] [--json]\n"
 	"\n"
 	"Measures the perplexity of MODEL on TEXT the way llama-perplexity does: the whole\n"
 	"text is tokenized with BOS, cut into chunks of N tokens (the first token of each\n"
@@ -35,12 +35,17 @@ const char evalcmd_perplexity_help[] =
 	"  --ctx N            tokens per chunk (default 512; at most the model's context)\n"
 	"  --chunks N         evaluate at most N chunks (default: all)\n"
 	"  --threads N        threads (default: the number of CPUs)\n"
-	"  --baseline FILE    also run the baseline model BASE (same vocabulary) on the same\n"
-	"                     chunks and compare, as llama-perplexity --kl-divergence does:\n"
+	"  --baseline FILE    compare with a baseline, as llama-perplexity --kl-divergence\n"
+	"                     does: FILE is a GGUF model (same vocabulary, run on the same\n"
+	"                     chunks) or a log-probability file from --save-baseline (made\n"
+	"                     with the same text, ctx and chunks); the report has\n"
 	"                     PPL of both, mean ln(PPL/PPL(base)), mean KL-divergence\n"
 	"                     (base || model) +/- error and its percentiles (max, 99.9, 99,\n"
 	"                     95, 90, median, 10, 5, 1, 0.1, min), dp = p(correct) - p_base\n"
 	"                     (correct) mean, RMS and percentiles, same-top %% +/- error\n"
+	"  --save-baseline F  also write MODEL's log-probabilities of every scored token to F\n"
+	"                     (16 bits each: chunks x ctx/2 x vocabulary x 2 bytes, plus the\n"
+	"                     target's exact NLL), so later runs can compare without MODEL\n"
 	"  --json             print {\"ppl\", \"ppl_err\", \"nll\", \"chunks\", \"ctx\", \"scored\",\n"
 	"                     \"tokens\", \"seconds\"} (with --baseline also \"base_ppl\",\n"
 	"                     \"base_ppl_err\", \"ln_ppl_ratio\", \"ppl_ratio\", \"kld\", \"kld_err\",\n"
@@ -101,6 +106,19 @@ static void unload(loaded *l)
 	model_free(l->m);
 	tok_free(l->v);
 	gguf_close(&l->f);
+}
+
+/* True when path starts with the GGUF magic (else it is taken for a log-prob file). */
+static bool is_gguf(const char *path)
+{
+	char m[4] = { 0 };
+	FILE *f = fopen(path, "rb");
+	if (f) {
+		if (fread(m, 1, 4, f) != 4)
+			m[0] = 0;
+		fclose(f);
+	}
+	return !memcmp(m, "GGUF", 4);
 }
 
 static int default_threads(void)
@@ -182,7 +200,7 @@ static double now(void)
 
 int evalcmd_perplexity_main(int argc, char **argv)
 {
-	const char *mpath = NULL, *fpath = NULL, *bpath = NULL;
+	const char *mpath = NULL, *fpath = NULL, *bpath = NULL, *spath = NULL;
 	int ctx = 512, chunks = 0, threads = default_threads();
 	bool json = false;
 	for (int i = 1; i < argc; i++) {
@@ -198,6 +216,8 @@ int evalcmd_perplexity_main(int argc, char **argv)
 			fpath = argv[++i];
 		} else if (!strcmp(a, "--baseline") && next) {
 			bpath = argv[++i];
+		} else if (!strcmp(a, "--save-baseline") && next) {
+			spath = argv[++i];
 		} else if ((!strcmp(a, "--ctx") || !strcmp(a, "-c")) && next) {
 			if ((ctx = num(argv[++i])) < 0)
 				return usage("perplexity", "--ctx needs a positive number");
@@ -215,6 +235,8 @@ int evalcmd_perplexity_main(int argc, char **argv)
 	}
 	if (!mpath || !fpath)
 		return usage("perplexity", "-m MODEL and -f TEXT are required");
+	if (bpath && spath)
+		return usage("perplexity", "--baseline and --save-baseline do not go together");
 
 	err e = { 0 };
 	loaded l, b;
@@ -222,7 +244,8 @@ int evalcmd_perplexity_main(int argc, char **argv)
 	char *text = NULL;
 	int rc = 2;
 	memset(&b, 0, sizeof b);
-	if (load(&l, mpath, threads, &e) || (bpath && load(&b, bpath, threads, &e)) ||
+	bool base_file = bpath && !is_gguf(bpath);
+	if (load(&l, mpath, threads, &e) || (bpath && !base_file && load(&b, bpath, threads, &e)) ||
 	    !(text = read_text(fpath, &len, &e)))
 		goto out;
 	const model_hparams *hp = model_params(l.m);
@@ -242,20 +265,24 @@ int evalcmd_perplexity_main(int argc, char **argv)
 	eval_ppl r;
 	eval_cmp c;
 	double t0 = now();
-	if (b.m ? eval_compare(b.m, l.m, l.v, text, len, ctx, chunks, json ? NULL : progress, NULL, &c, &e)
-		: eval_perplexity(l.m, l.v, text, len, ctx, chunks, json ? NULL : progress, NULL, &r, &e)) {
-		size_t nt = b.m ? c.test.n_tokens : r.n_tokens;
-		rc = nt && nt < 2 * (size_t)ctx ? 2 : 1;
+	bool cmp = bpath != NULL;
+	eval_progress_fn pf = json ? NULL : progress;
+	if (cmp ? (b.m ? eval_compare(b.m, l.m, l.v, text, len, ctx, chunks, pf, NULL, &c, &e)
+		       : eval_compare_saved(l.m, l.v, text, len, ctx, chunks, bpath, pf, NULL, &c, &e))
+	    : spath ? eval_base_save(l.m, l.v, text, len, ctx, chunks, spath, &r, &e)
+		    : eval_perplexity(l.m, l.v, text, len, ctx, chunks, pf, NULL, &r, &e)) {
+		size_t nt = cmp ? c.test.n_tokens : r.n_tokens;
+		rc = (nt && nt < 2 * (size_t)ctx) || (base_file && strstr(e.msg, bpath)) ? 2 : 1;
 		goto out;
 	}
-	if (b.m)
+	if (cmp)
 		r = c.test;
 	double secs = now() - t0;
 	if (json) {
 		json_t *o = json_pack("{s:f, s:f, s:f, s:i, s:i, s:I, s:I, s:f}", "ppl", r.ppl, "ppl_err", r.ppl_err, "nll",
 				      r.nll, "chunks", r.chunks, "ctx", ctx, "scored", (json_int_t)r.count, "tokens",
 				      (json_int_t)r.n_tokens, "seconds", secs);
-		if (o && b.m) {
+		if (o && cmp) {
 			json_t *kp = json_object(), *dp = json_object();
 			char k[16];
 			for (int i = 0; i < 11; i++) {
@@ -289,8 +316,10 @@ int evalcmd_perplexity_main(int argc, char **argv)
 	} else {
 		fprintf(stderr, "\n%d chunks x %d tokens in %.2f s (%.0f tokens/s, tokenizing included)\n", r.chunks, ctx,
 			secs, (double)r.chunks * ctx * (b.m ? 2 : 1) / secs);
+		if (spath)
+			fprintf(stderr, "wrote the log-probabilities to %s\n", spath);
 		printf("PPL = %.4f +/- %.5f\n", r.ppl, r.ppl_err);
-		if (b.m) {
+		if (cmp) {
 			static const char *const kn[11] = { "Maximum", "99.9%  ", "99.0%  ", "95.0%  ", "90.0%  ", "Median ",
 							    "10.0%  ", " 5.0%  ", " 1.0%  ", " 0.1%  ", "Minimum" };
 			static const char *const dn[13] = { "Maximum", "99.9%  ", "99.0%  ", "95.0%  ", "90.0%  ", "75.0%  ",

@@ -52,6 +52,7 @@ typedef struct graph_node {
 	uint8_t key[32];        /* SHA-256 of kind, version, params and every input digest */
 	int keyed;              /* key is valid (every dependency has its outputs) */
 	graph_state state;
+	int remote;             /* its result came from the remote cache (set by the builder) */
 	store_action result;    /* outputs and figures, from the cache or the run */
 	double seconds;         /* time the action took when it ran */
 	err error;              /* why it failed */

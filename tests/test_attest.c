@@ -374,6 +374,50 @@ static void test_model_sig(const char *dir)
 	attest_key_free(pub);
 }
 
+/* An ECDSA P-256 key (what model_signing's own key verifier takes) signs DER signatures
+ * with SHA-256 and round-trips through an envelope and model.sig. */
+static void test_ec(const char *dir)
+{
+	EVP_PKEY *p = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	char path[4096], rel[4096];
+	attest_key *k = NULL, *pub = NULL;
+	attest_opened o;
+	char *env;
+	FILE *f;
+	err e = { 0 };
+
+	snprintf(path, sizeof path, "%s/ec.key", dir);
+	CHECK(p && (f = fopen(path, "w")) != NULL, "write %s", path);
+	if (!p || !f) {
+		EVP_PKEY_free(p);
+		return;
+	}
+	PEM_write_PrivateKey(f, p, NULL, NULL, 0, NULL, NULL);
+	fclose(f);
+	snprintf(path, sizeof path, "%s/ec.pub", dir);
+	f = fopen(path, "w");
+	PEM_write_PUBKEY(f, p);
+	fclose(f);
+	EVP_PKEY_free(p);
+	snprintf(path, sizeof path, "%s/ec.key", dir);
+	k = attest_key_load(path, &e);
+	snprintf(path, sizeof path, "%s/ec.pub", dir);
+	pub = attest_pub_load(path, &e);
+	CHECK(k && pub, "%s", e.msg);
+	if (!k || !pub)
+		goto done;
+	env = attest_envelope(ATTEST_PAYLOAD_TYPE, "{}", 2, k, &e);
+	CHECK(env && attest_envelope_open(env, strlen(env), pub, &o, &e) == 0 && o.verified, "ECDSA envelope: %s", e.msg);
+	attest_envelope_free(&o);
+	free(env);
+	snprintf(rel, sizeof rel, "%s/rel", dir);
+	CHECK(attest_model_sig_write(rel, "tiny", k, &e) == 0 && attest_model_sig_verify(rel, pub, &e) == 0,
+	      "ECDSA model.sig: %s", e.msg);
+done:
+	attest_key_free(k);
+	attest_key_free(pub);
+}
+
 int main(void)
 {
 	const char *dir = check_tmpdir();
@@ -383,5 +427,6 @@ int main(void)
 	test_keys(dir);
 	test_statement(dir);
 	test_model_sig(dir);
+	test_ec(dir);
 	return check_done();
 }

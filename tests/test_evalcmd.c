@@ -131,12 +131,49 @@ static void imatrix(void)
 	free(gp);
 }
 
+/* --save-baseline then --baseline FILE: the same figures as with the baseline model. */
+static void saved_baseline(void)
+{
+	const char *sh = check_shared(), *d = check_tmpdir();
+	char args[8192], *out, *errs;
+	double kld[2] = { 0, 0 };
+	const char *common = "-f '%s/golden/pydoc-8m/eval-64k.txt' --ctx 256 --chunks 8 --threads 2";
+	char c[1024];
+	snprintf(c, sizeof c, common, sh);
+	snprintf(args, sizeof args, "perplexity -m '%s/golden/pydoc-8m/pydoc-8m-F16.gguf' %s --save-baseline '%s/base.klp'", sh, c, d);
+	int rc = run(args, &out, &errs);
+	CHECK(rc == 0, "save-baseline: exit %d: %s", rc, errs);
+	free(out);
+	free(errs);
+	for (int k = 0; k < 2; k++) {
+		char base[4200];
+		if (k == 0)
+			snprintf(base, sizeof base, "'%s/golden/pydoc-8m/pydoc-8m-F16.gguf'", sh);
+		else
+			snprintf(base, sizeof base, "'%s/base.klp'", d);
+		snprintf(args, sizeof args, "perplexity -m '%s/golden/pydoc-8m/quant/pydoc-8m-Q4_K_M-imat.gguf' %s --json --baseline %s", sh, c, base);
+		rc = run(args, &out, &errs);
+		json_t *j = out ? json_loads(out, 0, NULL) : NULL;
+		CHECK(rc == 0 && j, "baseline %s: exit %d: %s", base, rc, errs);
+		kld[k] = json_real_value(json_object_get(j, "kld"));
+		json_decref(j);
+		free(out);
+		free(errs);
+	}
+	printf("KLD against the model %.7f, against the saved log-probabilities %.7f\n", kld[0], kld[1]);
+	CHECK(kld[0] > 0 && fabs(kld[1] - kld[0]) < 0.02 * kld[0], "KLD %g vs %g", kld[0], kld[1]);
+	/* A file made with another ctx is refused. */
+	snprintf(args, sizeof args, "perplexity -m '%s/golden/pydoc-8m/quant/pydoc-8m-Q4_K_M-imat.gguf' -f '%s/golden/pydoc-8m/eval-64k.txt' --ctx 128 --chunks 8 --baseline '%s/base.klp'", sh, sh, d);
+	expect_fail(args, 2, "saved for 8 chunks of 256 tokens");
+}
+
 int main(void)
 {
 	const char *sh = check_shared(), *d = check_tmpdir();
 	char args[8192], *out, *errs;
 
 	imatrix();
+	saved_baseline();
 	ppl("quant/pydoc-8m-Q4_K_M-imat.gguf", true);
 	ppl("quant/pydoc-8m-Q8_0.gguf", false);
 

@@ -512,6 +512,17 @@ static void test_dirs_and_sizes(void)
 	CHECK(store_open(&s, dir, &e) < 0 && strstr(e.msg, "not a qbake cache"), "%s", e.msg);
 	err_clear(&e);
 
+	/* A relative cache folder is made absolute, so a later chdir does not move it. */
+	{
+		char cwd[1024];
+
+		CHECK(getcwd(cwd, sizeof cwd) && chdir(check_tmpdir()) == 0, "chdir");
+		CHECK(store_open(&s, "rel/cache", &e) == 0, "%s", e.msg);
+		CHECK(s.dir && s.dir[0] == '/' && strstr(s.dir, "/rel/cache"), "dir %s", s.dir);
+		store_close(&s);
+		CHECK(chdir(cwd) == 0, "chdir back");
+	}
+
 	CHECK(cachecmd_parse_size("10G", &v, &e) == 0 && v == 10737418240ull, "10G");
 	CHECK(cachecmd_parse_size("500M", &v, &e) == 0 && v == 524288000ull, "500M");
 	CHECK(cachecmd_parse_size("1.5k", &v, &e) == 0 && v == 1536, "1.5k");
